@@ -1,0 +1,161 @@
+//! The command line. The default form is fuse-overlayfs's, verbatim:
+//! `stratafs [-f] [-d] [-o OPTS]... [SOURCE] MOUNTPOINT`; subcommands such as
+//! `stratafs which` sit beside it and never change that form.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::mount::{self, MountRequest};
+use crate::options::MountOptions;
+use crate::overlay::{Overlay, Settings};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stratafs",
+    about = "A copy-on-write union filesystem in userspace (FUSE), compatible with fuse-overlayfs",
+    override_usage = "stratafs [-f] [-d] [-o OPTS]... [SOURCE] MOUNTPOINT\n       stratafs which -o lowerdir=...[,upperdir=...] PATH...",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub mount: MountArgs,
+    /// Print the version and exit.
+    #[arg(short = 'V', long = "version", action = ArgAction::SetTrue)]
+    pub version: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Stay in the foreground.
+    #[arg(short = 'f')]
+    pub foreground: bool,
+    /// Debug logging (implies -f).
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// Mount options, comma separated (lowerdir=, upperdir=, workdir=, ...); may repeat.
+    #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append)]
+    pub opts: Vec<String>,
+    /// [SOURCE] MOUNTPOINT: the last one is the mountpoint.
+    #[arg(value_name = "MOUNTPOINT")]
+    pub positionals: Vec<OsString>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Tell which layer each PATH of the merged view comes from, without mounting.
+    Which {
+        /// The same options a mount takes (lowerdir=, upperdir=).
+        #[arg(short = 'o', value_name = "OPTS", action = ArgAction::Append, required = true)]
+        opts: Vec<String>,
+        /// Paths relative to the merged root.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+const SUBCOMMANDS: &[&str] = &["which", "help"];
+
+/// fuse-overlayfs ignores dash flags it does not know; so do we, before clap sees them.
+fn drop_unknown_flags(args: Vec<OsString>) -> Vec<OsString> {
+    if args
+        .get(1)
+        .is_some_and(|a| SUBCOMMANDS.iter().any(|s| a == s))
+    {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    out.extend(it.next());
+    let mut after_dashdash = false;
+    let mut expect_value = false;
+    for a in it {
+        let s = a.to_string_lossy();
+        let known = after_dashdash
+            || expect_value
+            || !s.starts_with('-')
+            || s == "-"
+            || matches!(
+                &*s,
+                "-f" | "-d" | "--debug" | "-h" | "--help" | "-V" | "--version" | "--"
+            )
+            || s.starts_with("-o");
+        if known {
+            expect_value = !after_dashdash && s == "-o";
+            after_dashdash |= s == "--";
+            out.push(a);
+        } else {
+            eprintln!("unknown argument ignored: {s}");
+        }
+    }
+    out
+}
+
+/// Runs the command line; the error is the one-line message to print.
+pub fn main(args: Vec<OsString>) -> Result<(), String> {
+    let cli = match Cli::try_parse_from(drop_unknown_flags(args)) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp) => {
+            print!("{e}");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string())
+        }
+    };
+    if cli.version {
+        println!("stratafs: version {VERSION}");
+        println!("FUSE library: fuser 0.18 (pure Rust)");
+        return Ok(());
+    }
+    match cli.command {
+        Some(Command::Which { opts, paths }) => {
+            let o = MountOptions::parse(opts.iter().map(String::as_str))?;
+            if o.lowerdirs.is_empty() {
+                return Err("no lowerdir specified".into());
+            }
+            let settings = Settings {
+                ttl: Default::default(),
+                read_only: true,
+            };
+            let ov = Overlay::open(o.upperdir.as_deref(), &o.lowerdirs, settings)?;
+            for p in paths {
+                println!("{}", crate::inspect::which(&ov, &p));
+            }
+            Ok(())
+        }
+        None => {
+            let m = cli.mount;
+            let opts = MountOptions::parse(m.opts.iter().map(String::as_str))?;
+            init_logging(m.debug || opts.debug);
+            let mut pos = m.positionals;
+            let mountpoint = pos.pop().ok_or("no mountpoint specified")?;
+            let req = MountRequest {
+                foreground: m.foreground || m.debug || opts.debug,
+                source: pos.into_iter().next(),
+                mountpoint: PathBuf::from(mountpoint),
+                opts,
+            };
+            mount::run(req)
+        }
+    }
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "warn" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_timestamp_millis()
+        .try_init();
+}

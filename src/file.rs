@@ -1,0 +1,95 @@
+//! Open files and directories (the kernel's `file.c`): handle tables, open, read.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::inode::Node;
+use crate::overlay::Overlay;
+use crate::readdir::Entry;
+use crate::sys;
+
+/// An open directory: its merged listing, built on the first read.
+pub struct DirHandle {
+    pub entries: Mutex<Option<Arc<Vec<Entry>>>>,
+}
+
+/// File and directory handles handed to the kernel.
+pub struct Handles {
+    next: AtomicU64,
+    files: DashMap<u64, Arc<OwnedFd>>,
+    dirs: DashMap<u64, Arc<DirHandle>>,
+}
+
+impl Handles {
+    pub fn new() -> Self {
+        Handles {
+            next: AtomicU64::new(1),
+            files: DashMap::new(),
+            dirs: DashMap::new(),
+        }
+    }
+
+    fn alloc(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn add_file(&self, fd: OwnedFd) -> u64 {
+        let fh = self.alloc();
+        self.files.insert(fh, Arc::new(fd));
+        fh
+    }
+
+    pub fn file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+        self.files.get(&fh).map(|f| f.clone())
+    }
+
+    pub fn close_file(&self, fh: u64) {
+        self.files.remove(&fh);
+    }
+
+    pub fn add_dir(&self) -> u64 {
+        let fh = self.alloc();
+        self.dirs.insert(
+            fh,
+            Arc::new(DirHandle {
+                entries: Mutex::new(None),
+            }),
+        );
+        fh
+    }
+
+    pub fn dir(&self, fh: u64) -> Option<Arc<DirHandle>> {
+        self.dirs.get(&fh).map(|d| d.clone())
+    }
+
+    pub fn close_dir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+}
+
+/// Opens the real file behind `node` for reading.
+pub fn open_read(ov: &Overlay, node: &Node, flags: i32) -> io::Result<OwnedFd> {
+    let (dir, name) = node.real(ov)?;
+    let keep = flags & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME);
+    sys::openat(dir.as_fd(), &name, libc::O_RDONLY | keep, 0)
+}
+
+/// Reads up to `size` bytes at `offset`, short only at end of file.
+pub fn read(fd: &OwnedFd, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}

@@ -1,0 +1,353 @@
+//! Merged inodes and the inode table (the kernel's `inode.c`).
+//!
+//! A [`Node`] is one object of the merged tree as the kernel knows it: its inode
+//! number (which is also its FUSE node id), its type, where it was found (parent node
+//! and name) and its layer stack: for a directory every layer that contributes to the
+//! merge, topmost first; for anything else the one layer that holds it. Directory
+//! nodes cache an `O_PATH` fd per layer, within a process-wide budget.
+//!
+//! The table is a sharded map from inode number to node: a lookup takes one shard's
+//! read lock and bumps an atomic count; nothing on that path is global.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use fuser::{FileAttr, FileType, INodeNo};
+use parking_lot::RwLock;
+
+use crate::overlay::Overlay;
+use crate::sys::{self, Stat};
+
+pub const ROOT_ID: u64 = 1;
+
+/// One layer's part in a node: which layer, and whether that directory is marked
+/// `opaque=x` (it may hold xattr whiteouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerRef {
+    pub layer: u16,
+    pub xwhiteouts: bool,
+}
+
+/// The layers of a node, with the directory fds cached for each.
+pub struct Stack {
+    pub refs: Vec<LayerRef>,
+    fds: Vec<OnceLock<Arc<OwnedFd>>>,
+    /// How many of `fds` count against the fd budget.
+    budgeted: AtomicU32,
+}
+
+/// Directory fds cached by all nodes together, and how many may be.
+static CACHED_FDS: AtomicI64 = AtomicI64::new(0);
+static FD_BUDGET: AtomicI64 = AtomicI64::new(4096);
+
+/// Sets how many directory fds nodes may keep open at once.
+pub fn set_fd_budget(n: i64) {
+    FD_BUDGET.store(n.max(0), Ordering::Relaxed);
+}
+
+impl Stack {
+    fn new(refs: Vec<LayerRef>) -> Self {
+        let fds = refs.iter().map(|_| OnceLock::new()).collect();
+        Stack {
+            refs,
+            fds,
+            budgeted: AtomicU32::new(0),
+        }
+    }
+
+    pub fn pos(&self, layer: u16) -> Option<usize> {
+        self.refs.iter().position(|r| r.layer == layer)
+    }
+
+    pub fn top(&self) -> u16 {
+        self.refs.first().map_or(0, |r| r.layer)
+    }
+
+    /// True when more than one layer contributes (a merged directory).
+    pub fn is_merged(&self) -> bool {
+        self.refs.len() > 1
+    }
+
+    /// Keeps `fd` for layer position `pos` if the budget allows; returns it either way.
+    fn cache(&self, pos: usize, fd: OwnedFd) -> Arc<OwnedFd> {
+        let fd = Arc::new(fd);
+        if CACHED_FDS.fetch_add(1, Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed)
+            && self.fds[pos].set(fd.clone()).is_ok()
+        {
+            self.budgeted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            CACHED_FDS.fetch_sub(1, Ordering::Relaxed);
+        }
+        fd
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        CACHED_FDS.fetch_sub(
+            self.budgeted.load(Ordering::Relaxed) as i64,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Where a node was found: its parent directory and its name there.
+pub struct Loc {
+    pub parent: Option<Arc<Node>>,
+    pub name: CString,
+}
+
+pub struct Node {
+    pub ino: u64,
+    pub kind: FileType,
+    nlookup: AtomicU64,
+    loc: RwLock<Loc>,
+    stack: RwLock<Arc<Stack>>,
+}
+
+impl Node {
+    pub fn new(
+        ino: u64,
+        kind: FileType,
+        parent: Arc<Node>,
+        name: CString,
+        refs: Vec<LayerRef>,
+    ) -> Self {
+        Node {
+            ino,
+            kind,
+            nlookup: AtomicU64::new(0),
+            loc: RwLock::new(Loc {
+                parent: Some(parent),
+                name,
+            }),
+            stack: RwLock::new(Arc::new(Stack::new(refs))),
+        }
+    }
+
+    pub fn new_root(refs: Vec<LayerRef>, root_fds: Vec<Arc<OwnedFd>>) -> Self {
+        let stack = Stack::new(refs);
+        for (slot, fd) in stack.fds.iter().zip(root_fds) {
+            let _ = slot.set(fd);
+        }
+        Node {
+            ino: ROOT_ID,
+            kind: FileType::Directory,
+            nlookup: AtomicU64::new(1),
+            loc: RwLock::new(Loc {
+                parent: None,
+                name: CString::default(),
+            }),
+            stack: RwLock::new(Arc::new(stack)),
+        }
+    }
+
+    pub fn stack(&self) -> Arc<Stack> {
+        self.stack.read().clone()
+    }
+
+    pub fn parent(&self) -> Option<Arc<Node>> {
+        self.loc.read().parent.clone()
+    }
+
+    /// Records the place and layers a fresh lookup found; the fd cache survives when
+    /// the layers did not change.
+    fn refresh(&self, parent: &Arc<Node>, name: &CString, refs: &[LayerRef]) {
+        {
+            let mut loc = self.loc.write();
+            if loc.name != *name || !loc.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) {
+                *loc = Loc {
+                    parent: Some(parent.clone()),
+                    name: name.clone(),
+                };
+            }
+        }
+        if self.stack.read().refs != refs {
+            *self.stack.write() = Arc::new(Stack::new(refs.to_vec()));
+        }
+    }
+
+    /// An fd for this directory in `layer` (`O_PATH`), opened one name at a time from
+    /// the parent's fd in the same layer and cached when the budget allows.
+    pub fn dir_fd(&self, ov: &Overlay, layer: u16) -> io::Result<Arc<OwnedFd>> {
+        let stack = self.stack();
+        let pos = stack
+            .pos(layer)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        if let Some(fd) = stack.fds[pos].get() {
+            return Ok(fd.clone());
+        }
+        let (parent, name) = {
+            let loc = self.loc.read();
+            (loc.parent.clone(), loc.name.clone())
+        };
+        let parent = match parent {
+            Some(p) => p,
+            None => return Ok(ov.layer(layer).root.clone()),
+        };
+        let pfd = parent.dir_fd(ov, layer)?;
+        let fd = sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        Ok(stack.cache(pos, fd))
+    }
+
+    /// The real object behind this node, as (directory fd, name); the name is empty
+    /// for a directory, which is addressed by its own fd.
+    pub fn real(&self, ov: &Overlay) -> io::Result<(Arc<OwnedFd>, CString)> {
+        let top = self.stack().top();
+        if self.kind == FileType::Directory {
+            return Ok((self.dir_fd(ov, top)?, CString::default()));
+        }
+        let (parent, name) = {
+            let loc = self.loc.read();
+            (loc.parent.clone(), loc.name.clone())
+        };
+        let parent = parent.ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        Ok((parent.dir_fd(ov, top)?, name))
+    }
+
+    /// stat(2) of the real object.
+    pub fn stat(&self, ov: &Overlay) -> io::Result<Stat> {
+        let (dir, name) = self.real(ov)?;
+        sys::statat(dir.as_fd(), &name)
+    }
+
+    /// The attributes the mount shows for this node, given its real stat.
+    pub fn attr(&self, st: &Stat) -> FileAttr {
+        let merged_dir = self.kind == FileType::Directory && self.stack().is_merged();
+        make_attr(self.ino, st, merged_dir)
+    }
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::new(0, nsec as u32)
+    }
+}
+
+pub fn kind_of(mode: u32) -> Option<FileType> {
+    Some(match mode & libc::S_IFMT {
+        libc::S_IFREG => FileType::RegularFile,
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => return None,
+    })
+}
+
+/// Builds the FUSE attributes: the real object's metadata under the mount's inode
+/// number. A merged directory reports nlink 1, as kernel overlayfs does.
+pub fn make_attr(ino: u64, st: &Stat, merged_dir: bool) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec),
+        mtime: time(st.st_mtime, st.st_mtime_nsec),
+        ctime: time(st.st_ctime, st.st_ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(st.st_mode).unwrap_or(FileType::RegularFile),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: if merged_dir { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+/// Inode number → node, for every node the kernel holds a reference to.
+pub struct InodeTable {
+    map: DashMap<u64, Arc<Node>>,
+}
+
+impl InodeTable {
+    pub fn new() -> Self {
+        InodeTable {
+            map: DashMap::new(),
+        }
+    }
+
+    pub fn insert_root(&self, root: Node) {
+        self.map.insert(ROOT_ID, Arc::new(root));
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.map.get(&ino).map(|n| n.clone())
+    }
+
+    pub fn root(&self) -> Arc<Node> {
+        self.get(ROOT_ID).expect("the root node is never removed")
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Hands out one more kernel reference to the object `ino` just found at
+    /// (`parent`, `name`) with layers `refs`: the known node, refreshed, or a new one.
+    pub fn lookup_ref(
+        &self,
+        ino: u64,
+        kind: FileType,
+        parent: &Arc<Node>,
+        name: &CString,
+        refs: Vec<LayerRef>,
+    ) -> Arc<Node> {
+        if let Some(n) = self.map.get(&ino) {
+            // Counted under the shard's read lock: forget() removes under the write
+            // lock, so a node is never handed out after it left the table.
+            if n.kind == kind {
+                n.nlookup.fetch_add(1, Ordering::AcqRel);
+                let n = n.clone();
+                n.refresh(parent, name, &refs);
+                return n;
+            }
+        }
+        let mut entry = self.map.entry(ino).or_insert_with(|| {
+            Arc::new(Node::new(
+                ino,
+                kind,
+                parent.clone(),
+                name.clone(),
+                refs.clone(),
+            ))
+        });
+        if entry.kind != kind {
+            // The number now names an object of another type (deleted and reused).
+            let old = entry.nlookup.load(Ordering::Acquire);
+            let fresh = Node::new(ino, kind, parent.clone(), name.clone(), refs.clone());
+            fresh.nlookup.store(old, Ordering::Release);
+            *entry = Arc::new(fresh);
+        }
+        entry.nlookup.fetch_add(1, Ordering::AcqRel);
+        let n = entry.clone();
+        drop(entry);
+        n.refresh(parent, name, &refs);
+        n
+    }
+
+    /// The kernel dropped `n` references; a node nobody references leaves the table
+    /// (children keep their parents alive through `Loc`).
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_ID {
+            return;
+        }
+        self.map.remove_if(&ino, |_, node| {
+            let prev = node.nlookup.load(Ordering::Acquire);
+            let next = prev.saturating_sub(n);
+            node.nlookup.store(next, Ordering::Release);
+            next == 0
+        });
+    }
+}

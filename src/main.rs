@@ -1,0 +1,27 @@
+//! stratafs: a copy-on-write union filesystem in userspace.
+//!
+//! `cli` reads the command line, `mount` runs the mount's life, `fs` dispatches FUSE
+//! requests to the modules that follow the kernel's fs/overlayfs layout: `overlay`
+//! (super), `namei`, `inode`, `readdir`, `file`, `xattr`, and `whiteout` (formats).
+//! `sys` holds every syscall wrapper.
+
+mod cli;
+mod file;
+mod fs;
+mod inode;
+mod inspect;
+mod mount;
+mod namei;
+mod options;
+mod overlay;
+mod readdir;
+mod sys;
+mod whiteout;
+mod xattr;
+
+fn main() {
+    if let Err(msg) = cli::main(std::env::args_os().collect()) {
+        eprintln!("stratafs: {msg}");
+        std::process::exit(1);
+    }
+}

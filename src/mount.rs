@@ -1,0 +1,207 @@
+//! The mount lifecycle: check the request, mount, go to the background once the mount
+//! is live, serve until the mount goes away, unmount cleanly on SIGTERM/SIGINT.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, Session, SessionACL};
+use log::{debug, info, warn};
+
+use crate::fs::StrataFs;
+use crate::inode;
+use crate::options::MountOptions;
+use crate::overlay::{Overlay, Settings};
+use crate::sys;
+
+/// A mount as the command line asked for it.
+pub struct MountRequest {
+    pub foreground: bool,
+    pub source: Option<OsString>,
+    pub mountpoint: PathBuf,
+    pub opts: MountOptions,
+}
+
+/// Default entry/attribute timeout: the lowers are read-only and the upper changes
+/// only through us, so the kernel may keep what it learnt (as fuse-overlayfs does).
+const DEFAULT_TIMEOUT_SECS: f64 = 1e9;
+
+fn cpath(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: invalid path", p.display()))
+}
+
+/// Checks everything that can be checked before mounting and opens the layers.
+pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
+    let o = &req.opts;
+    if o.lowerdirs.is_empty() {
+        return Err("no lowerdir specified".into());
+    }
+    match std::fs::metadata(&req.mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "mountpoint {}: not a directory",
+                req.mountpoint.display()
+            ))
+        }
+        Err(e) => {
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOENT) => {
+                    format!("mountpoint {}: does not exist", req.mountpoint.display())
+                }
+                _ => format!("mountpoint {}: {e}", req.mountpoint.display()),
+            })
+        }
+    }
+    if o.upperdir.is_some() && o.workdir.is_none() {
+        return Err("upperdir given without workdir".into());
+    }
+    let timeout = o.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    let settings = Settings {
+        ttl: Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(1_000_000_000)),
+        read_only: o.read_only || o.upperdir.is_none(),
+    };
+    let ov = Overlay::open(o.upperdir.as_deref(), &o.lowerdirs, settings)?;
+    if let (Some(upper), Some(work)) = (&o.upperdir, &o.workdir) {
+        let wfd = sys::open_path(&cpath(work)?, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| format!("workdir {}: {e}", work.display()))?;
+        let wst =
+            sys::fstat(wfd.as_fd()).map_err(|e| format!("workdir {}: {e}", work.display()))?;
+        if wst.st_dev != ov.layers[0].dev {
+            return Err(format!(
+                "workdir {} and upperdir {} must be on the same filesystem",
+                work.display(),
+                upper.display()
+            ));
+        }
+    }
+    Ok(ov)
+}
+
+fn open_dev_fuse() -> Result<OwnedFd, String> {
+    sys::open_path(c"/dev/fuse", libc::O_RDWR).map_err(|e| format!("cannot open /dev/fuse: {e}"))
+}
+
+/// mount(2) of a FUSE filesystem served through `dev`.
+fn mount_fuse(
+    req: &MountRequest,
+    target: &CString,
+    dev: &OwnedFd,
+    read_only: bool,
+) -> Result<(), String> {
+    let o = &req.opts;
+    let root = sys::geteuid() == 0;
+    let mut flags: libc::c_ulong = libc::MS_NOATIME;
+    if !o.suid.unwrap_or(root) {
+        flags |= libc::MS_NOSUID;
+    }
+    if !o.dev.unwrap_or(root) {
+        flags |= libc::MS_NODEV;
+    }
+    if !o.exec.unwrap_or(true) {
+        flags |= libc::MS_NOEXEC;
+    }
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},default_permissions",
+        dev.as_raw_fd(),
+        sys::geteuid(),
+        sys::getegid()
+    );
+    if root || o.allow_other || o.allow_root {
+        data.push_str(",allow_other");
+    }
+    let source = o
+        .fsname
+        .clone()
+        .or_else(|| {
+            req.source
+                .as_ref()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "stratafs".into());
+    let source = CString::new(source).map_err(|_| "invalid fsname".to_string())?;
+    let data = CString::new(data).map_err(|_| "invalid mount data".to_string())?;
+    sys::mount(&source, target, c"fuse.stratafs", flags, &data)
+        .map_err(|e| format!("mount {}: {e}", target.to_string_lossy()))
+}
+
+/// Unmounts lazily, so busy files keep working and nothing is left half-connected.
+pub fn unmount(target: &CString) {
+    if let Err(e) = sys::umount_detach(target) {
+        warn!(
+            "unmount {}: {e}; trying fusermount3",
+            target.to_string_lossy()
+        );
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(std::ffi::OsStr::from_bytes(target.as_bytes()))
+            .status();
+    }
+}
+
+/// Unmounts on SIGTERM, SIGINT and SIGHUP; the session then ends by itself.
+fn watch_signals(target: CString) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| format!("signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                info!("signal {sig}: unmounting {}", target.to_string_lossy());
+                unmount(&target);
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("signal thread: {e}"))
+}
+
+/// Mounts and serves. Returns once the mount is gone (in the daemon), or never in the
+/// foreground process of a background mount (it exits 0 once the mount is live).
+pub fn run(req: MountRequest) -> Result<(), String> {
+    let ov = prepare(&req)?;
+    let mountpoint = std::fs::canonicalize(&req.mountpoint)
+        .map_err(|e| format!("mountpoint {}: {e}", req.mountpoint.display()))?;
+    let target = cpath(&mountpoint)?;
+    let dev = open_dev_fuse()?;
+    let nofile = sys::raise_nofile_limit();
+    inode::set_fd_budget(nofile as i64 / 2);
+
+    let read_only = ov.settings.read_only;
+    mount_fuse(&req, &target, &dev, read_only)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut cfg = Config::default();
+    cfg.n_threads = Some(threads);
+    cfg.clone_fd = true;
+    let fs = StrataFs::new(Arc::new(ov));
+    let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            unmount(&target);
+            return Err(format!("FUSE handshake failed: {e}"));
+        }
+    };
+    info!("mounted {} ({threads} threads)", mountpoint.display());
+
+    if !req.foreground {
+        // Still single-threaded here: fuser starts its workers in run().
+        match sys::fork().map_err(|e| format!("fork: {e}"))? {
+            sys::Fork::Parent => sys::exit_now(0),
+            sys::Fork::Child => {
+                sys::setsid();
+                let _ = std::env::set_current_dir("/");
+                let _ = sys::detach_stdio();
+            }
+        }
+    }
+    watch_signals(target)?;
+    let result = session.run();
+    debug!("session ended: {result:?}");
+    result.map_err(|e| format!("session: {e}"))
+}

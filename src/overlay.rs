@@ -1,0 +1,193 @@
+//! The mounted overlay as a whole (the kernel's `super.c`): the layer stack, the
+//! inode-number mapping, the inode table and the settings every operation reads.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+use crate::inode::{InodeTable, LayerRef, Node, ROOT_ID};
+use crate::sys;
+use crate::whiteout;
+
+/// One layer directory. Index 0 of [`Overlay::layers`] is the upper layer when there is
+/// one, then the lowers, topmost first.
+pub struct Layer {
+    /// `O_PATH | O_DIRECTORY` fd of the layer root; every access to the layer starts here.
+    pub root: Arc<OwnedFd>,
+    pub dev: u64,
+    /// Index of this layer's filesystem among the distinct filesystems of the stack.
+    pub fsidx: u64,
+    pub is_upper: bool,
+    /// The path given on the command line, for messages only.
+    pub path: PathBuf,
+}
+
+/// Settings fixed at mount time.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the kernel may cache entries and attributes.
+    pub ttl: Duration,
+    /// Refuse every change (no upperdir, or `ro`).
+    pub read_only: bool,
+}
+
+/// Maps (device, real inode number) to the inode number the mount shows, like the
+/// kernel's xino: objects of the first filesystem keep their inode number, others get
+/// their filesystem's index in bits 56..63. What does not fit gets a number from a
+/// synthetic range (top bit set), remembered for the life of the mount.
+pub struct InoMap {
+    base_devs: Vec<u64>,
+    extra_devs: RwLock<Vec<u64>>,
+    synthetic: DashMap<(u64, u64), u64>,
+    next_synthetic: AtomicU64,
+}
+
+const FS_SHIFT: u32 = 56;
+const MAX_FS: u64 = 128;
+const SYNTHETIC_BASE: u64 = 1 << 63;
+
+impl InoMap {
+    fn new(base_devs: Vec<u64>) -> Self {
+        InoMap {
+            base_devs,
+            extra_devs: RwLock::new(Vec::new()),
+            synthetic: DashMap::new(),
+            next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+        }
+    }
+
+    fn dev_index(&self, dev: u64) -> u64 {
+        if let Some(i) = self.base_devs.iter().position(|&d| d == dev) {
+            return i as u64;
+        }
+        let base = self.base_devs.len();
+        if let Some(i) = self.extra_devs.read().iter().position(|&d| d == dev) {
+            return (base + i) as u64;
+        }
+        let mut extra = self.extra_devs.write();
+        if let Some(i) = extra.iter().position(|&d| d == dev) {
+            return (base + i) as u64;
+        }
+        extra.push(dev);
+        (base + extra.len() - 1) as u64
+    }
+
+    /// The mount's inode number for an object found in `layer`.
+    pub fn map(&self, layer: &Layer, dev: u64, ino: u64) -> u64 {
+        let idx = if dev == layer.dev {
+            layer.fsidx
+        } else {
+            self.dev_index(dev)
+        };
+        if idx < MAX_FS && ino != 0 && ino < (1 << FS_SHIFT) {
+            let v = (idx << FS_SHIFT) | ino;
+            if v != ROOT_ID {
+                return v;
+            }
+        }
+        *self
+            .synthetic
+            .entry((dev, ino))
+            .or_insert_with(|| self.next_synthetic.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The whole mounted overlay.
+pub struct Overlay {
+    pub layers: Vec<Layer>,
+    pub inos: InoMap,
+    pub table: InodeTable,
+    pub settings: Settings,
+}
+
+fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{what} {}: invalid path", path.display()))?;
+    // Entries may be symlinks to the layer directories (podman's l/ links), so the
+    // given path itself is followed; everything beneath it never is.
+    sys::open_path(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => format!("{what} {}: not a directory", path.display()),
+        Some(libc::ENOENT) => format!("{what} {}: does not exist", path.display()),
+        _ => format!("{what} {}: {e}", path.display()),
+    })
+}
+
+impl Overlay {
+    /// Opens the layers (upper first, then lowers topmost first) and builds the root.
+    pub fn open(
+        upper: Option<&Path>,
+        lowers: &[PathBuf],
+        settings: Settings,
+    ) -> Result<Overlay, String> {
+        let mut specs: Vec<(&Path, bool)> = Vec::new();
+        if let Some(u) = upper {
+            specs.push((u, true));
+        }
+        specs.extend(lowers.iter().map(|l| (l.as_path(), false)));
+        let mut layers = Vec::with_capacity(specs.len());
+        let mut devs: Vec<u64> = Vec::new();
+        for (path, is_upper) in specs {
+            let what = if is_upper { "upperdir" } else { "lowerdir" };
+            let fd = open_layer_dir(path, what)?;
+            let st =
+                sys::fstat(fd.as_fd()).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+            let dev = st.st_dev;
+            let fsidx = match devs.iter().position(|&d| d == dev) {
+                Some(i) => i as u64,
+                None => {
+                    devs.push(dev);
+                    (devs.len() - 1) as u64
+                }
+            };
+            layers.push(Layer {
+                root: Arc::new(fd),
+                dev,
+                fsidx,
+                is_upper,
+                path: path.to_path_buf(),
+            });
+        }
+        if layers.len() > u16::MAX as usize {
+            return Err("too many layers".into());
+        }
+        let ov = Overlay {
+            layers,
+            inos: InoMap::new(devs),
+            table: InodeTable::new(),
+            settings,
+        };
+        let root_refs = ov
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerRef {
+                layer: i as u16,
+                xwhiteouts: whiteout::opacity(l.root.as_fd(), c"") == whiteout::Opacity::XWhiteouts,
+            })
+            .collect();
+        let root_fds = ov.layers.iter().map(|l| l.root.clone()).collect();
+        ov.table.insert_root(Node::new_root(root_refs, root_fds));
+        Ok(ov)
+    }
+
+    pub fn has_upper(&self) -> bool {
+        self.layers.first().is_some_and(|l| l.is_upper)
+    }
+
+    pub fn layer(&self, idx: u16) -> &Layer {
+        &self.layers[idx as usize]
+    }
+
+    /// The filesystem whose numbers statfs reports: the upper's, else the top lower's.
+    pub fn statfs(&self) -> io::Result<libc::statvfs64> {
+        sys::fstatfs(self.layers[0].root.as_fd())
+    }
+}

@@ -1,0 +1,109 @@
+//! Merged directory listings (the kernel's `readdir.c`).
+//!
+//! The listing of a directory is built once per open handle (and again on a seek to
+//! offset 0): the upper layer's entries first, then each lower's, a name never twice,
+//! whiteouts and AUFS markers dropped. Offsets are positions in that snapshot, so
+//! telldir/seekdir work for the life of the handle.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsFd;
+
+use fuser::FileType;
+
+use crate::inode::{kind_of, Node};
+use crate::overlay::Overlay;
+use crate::sys;
+use crate::whiteout;
+
+/// One entry of a merged listing.
+pub struct Entry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: FileType,
+}
+
+fn dtype_kind(dtype: u8) -> Option<FileType> {
+    Some(match dtype {
+        libc::DT_REG => FileType::RegularFile,
+        libc::DT_DIR => FileType::Directory,
+        libc::DT_LNK => FileType::Symlink,
+        libc::DT_CHR => FileType::CharDevice,
+        libc::DT_BLK => FileType::BlockDevice,
+        libc::DT_FIFO => FileType::NamedPipe,
+        libc::DT_SOCK => FileType::Socket,
+        _ => return None,
+    })
+}
+
+/// The merged listing of `node`, with `.` and `..` first.
+pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<Entry>> {
+    let parent_ino = node.parent().map_or(node.ino, |p| p.ino);
+    let mut out = vec![
+        Entry {
+            name: b".".to_vec(),
+            ino: node.ino,
+            kind: FileType::Directory,
+        },
+        Entry {
+            name: b"..".to_vec(),
+            ino: parent_ino,
+            kind: FileType::Directory,
+        },
+    ];
+    let stack = node.stack();
+    // Names already shown, or whited out by a layer above.
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for lref in &stack.refs {
+        let layer = ov.layer(lref.layer);
+        let dir = match node.dir_fd(ov, lref.layer) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => continue,
+            Err(e) => return Err(e),
+        };
+        let rd = sys::openat(dir.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let mut whited_out: Vec<Vec<u8>> = Vec::new();
+        for e in sys::read_dir_all(rd.as_fd())? {
+            if whiteout::is_aufs_name(&e.name) {
+                if e.name.as_slice() != whiteout::OPAQUE_MARKER.to_bytes() {
+                    whited_out.push(e.name[whiteout::WH_PREFIX.len()..].to_vec());
+                }
+                continue;
+            }
+            if seen.contains(&e.name) {
+                continue;
+            }
+            let mut kind = dtype_kind(e.dtype);
+            let needs_stat = kind.is_none()
+                || kind == Some(FileType::CharDevice)
+                || (lref.xwhiteouts && kind == Some(FileType::RegularFile));
+            if needs_stat {
+                let Ok(cname) = CString::new(e.name.clone()) else {
+                    continue;
+                };
+                let st = match sys::statat(dir.as_fd(), &cname) {
+                    Ok(st) => st,
+                    Err(_) => continue, // vanished meanwhile
+                };
+                if whiteout::is_whiteout_dev(&st)
+                    || (lref.xwhiteouts && whiteout::is_xattr_whiteout(dir.as_fd(), &cname, &st))
+                {
+                    whited_out.push(e.name);
+                    continue;
+                }
+                kind = kind_of(st.st_mode);
+            }
+            let Some(kind) = kind else { continue };
+            let ino = ov.inos.map(layer, layer.dev, e.ino);
+            seen.insert(e.name.clone());
+            out.push(Entry {
+                name: e.name,
+                ino,
+                kind,
+            });
+        }
+        seen.extend(whited_out);
+    }
+    Ok(out)
+}

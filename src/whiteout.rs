@@ -1,0 +1,103 @@
+//! The whiteout and opaque formats that layers use, and how to recognise them.
+//!
+//! Read side, every format image layers and overlay implementations write:
+//! - whiteout: a char device 0/0 (kernel overlayfs, fuse-overlayfs); an empty
+//!   `.wh.NAME` file (AUFS/OCI image layers); a zero-size file with
+//!   `trusted.overlay.whiteout` / `user.overlay.whiteout` inside a directory marked
+//!   `opaque=x` (kernel xattr whiteouts);
+//! - opaque directory: `trusted.overlay.opaque=y`, `user.overlay.opaque=y`,
+//!   `user.fuseoverlayfs.opaque=y`, or a `.wh..wh..opq` file inside it.
+//!
+//! None of these objects is ever shown through the mount.
+
+use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
+
+use crate::sys::{self, At, Stat};
+
+/// The AUFS whiteout prefix.
+pub const WH_PREFIX: &[u8] = b".wh.";
+/// The AUFS opaque-directory marker.
+pub const OPAQUE_MARKER: &CStr = c".wh..wh..opq";
+
+const OPAQUE_XATTRS: [&[u8]; 3] = [
+    b"trusted.overlay.opaque",
+    b"user.overlay.opaque",
+    b"user.fuseoverlayfs.opaque",
+];
+const WHITEOUT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteout", b"user.overlay.whiteout"];
+
+/// Is this stat a char device 0/0?
+pub fn is_whiteout_dev(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Is this name reserved by the AUFS format (a `.wh.` whiteout or marker)?
+pub fn is_aufs_name(name: &[u8]) -> bool {
+    name.starts_with(WH_PREFIX)
+}
+
+/// The `.wh.NAME` file name that whites out `name`.
+pub fn aufs_whiteout_name(name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(name.len() + WH_PREFIX.len());
+    v.extend_from_slice(WH_PREFIX);
+    v.extend_from_slice(name);
+    v
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opacity {
+    /// Lower directories of the same name merge in.
+    Transparent,
+    /// Lower directories of the same name are hidden.
+    Opaque,
+    /// Transparent, but may hold xattr whiteouts (`opaque=x`).
+    XWhiteouts,
+}
+
+/// The opacity of the directory open as `dir` (any fd, `O_PATH` is enough).
+/// `name` is empty to address `dir` itself.
+pub fn opacity(dir: BorrowedFd, name: &CStr) -> Opacity {
+    let at = At { dir, name };
+    let mut result = Opacity::Transparent;
+    if let Ok(names) = sys::listxattr(at) {
+        for attr in names
+            .iter()
+            .filter(|n| OPAQUE_XATTRS.contains(&n.as_slice()))
+        {
+            let Ok(cattr) = std::ffi::CString::new(attr.clone()) else {
+                continue;
+            };
+            match sys::getxattr(at, &cattr).as_deref() {
+                Ok(b"y") => return Opacity::Opaque,
+                Ok(b"x") => result = Opacity::XWhiteouts,
+                _ => {}
+            }
+        }
+    }
+    if name.is_empty() && sys::statat(dir, OPAQUE_MARKER).is_ok() {
+        return Opacity::Opaque;
+    }
+    result
+}
+
+/// Is the zero-size regular file (`dir`, `name`) an xattr whiteout?
+pub fn is_xattr_whiteout(dir: BorrowedFd, name: &CStr, st: &Stat) -> bool {
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
+        return false;
+    }
+    sys::listxattr(At { dir, name })
+        .map(|names| {
+            names
+                .iter()
+                .any(|n| WHITEOUT_XATTRS.contains(&n.as_slice()))
+        })
+        .unwrap_or(false)
+}
+
+/// Overlay-private xattr names, hidden from getxattr/listxattr through the mount.
+pub fn is_private_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(b"user.fuseoverlayfs.")
+}

@@ -1,0 +1,58 @@
+//! Extended attributes through the mount: the real object's, minus overlay-private names.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::inode::Node;
+use crate::overlay::Overlay;
+use crate::sys::{self, At};
+use crate::whiteout::is_private_xattr;
+
+fn enodata() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENODATA)
+}
+
+/// The value of `name` on `node`; private names read as absent.
+pub fn get(ov: &Overlay, node: &Node, name: &OsStr) -> io::Result<Vec<u8>> {
+    if is_private_xattr(name.as_bytes()) {
+        return Err(enodata());
+    }
+    let cname =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let (dir, obj) = node.real(ov)?;
+    sys::getxattr(
+        At {
+            dir: dir.as_fd(),
+            name: &obj,
+        },
+        &cname,
+    )
+}
+
+/// The names on `node`, NUL-terminated each, private ones left out.
+pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<u8>> {
+    let (dir, obj) = node.real(ov)?;
+    let names = sys::listxattr(At {
+        dir: dir.as_fd(),
+        name: &obj,
+    })?;
+    let mut out = Vec::new();
+    for n in names.iter().filter(|n| !is_private_xattr(n)) {
+        out.extend_from_slice(n);
+        out.push(0);
+    }
+    Ok(out)
+}
+
+/// Answers a getxattr/listxattr the FUSE way: the size when `size` is 0, else the
+/// data, or ERANGE when it does not fit.
+pub fn reply(value: io::Result<Vec<u8>>, size: u32, reply: fuser::ReplyXattr) {
+    match value {
+        Err(e) => reply.error(e.into()),
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+    }
+}
