@@ -1,0 +1,353 @@
+//! Test harness: temp dirs, real mounts that always unmount, fixture helpers.
+#![allow(dead_code)]
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_stratafs");
+
+/// A directory of this test's own, removed (after any mount in it is gone) on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let base = std::env::var_os("STRATAFS_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = base.join(format!("stratafs-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    /// Makes and returns a subdirectory.
+    pub fn dir(&self, p: &str) -> PathBuf {
+        let d = self.path.join(p);
+        fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Never remove anything while a mount is still below us.
+        for mnt in mounts_below(&self.path) {
+            lazy_unmount(&mnt);
+        }
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Mount points (from /proc/self/mountinfo) at or below `dir`.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    mounts_below(&dir).iter().any(|p| *p == dir)
+}
+
+pub fn lazy_unmount(dir: &Path) {
+    let c = CString::new(dir.as_os_str().as_bytes()).unwrap();
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+/// Waits up to `secs` for `cond`.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Runs stratafs with `args` and a timeout, stdin from /dev/null.
+pub fn run(args: &[&OsStr]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stratafs");
+    wait_output(child, 60)
+}
+
+/// Collects a child's output, failing the test if it takes longer than `secs`
+/// (a daemon that kept our pipes open would make this hang).
+pub fn wait_output(mut child: std::process::Child, secs: u64) -> Output {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        let mut e = Vec::new();
+        if let Some(s) = out.as_mut() {
+            let _ = s.read_to_end(&mut o);
+        }
+        if let Some(s) = err.as_mut() {
+            let _ = s.read_to_end(&mut e);
+        }
+        (o, e)
+    });
+    let end = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("stratafs did not exit within {secs}s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !reader.is_finished() {
+        assert!(
+            Instant::now() < end,
+            "stratafs's output pipes stayed open after it exited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (stdout, stderr) = reader.join().expect("reader");
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Pids of stratafs processes whose command line names `mountpoint`.
+pub fn daemon_pids(mountpoint: &Path) -> Vec<u32> {
+    let needle = mountpoint.as_os_str().as_bytes().to_vec();
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        if args.first().is_some_and(|a| a.ends_with(b"stratafs"))
+            && args.iter().any(|a| *a == needle.as_slice())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A live stratafs mount, unmounted (and its daemon gone) on drop.
+pub struct Mount {
+    pub mnt: PathBuf,
+}
+
+impl Mount {
+    /// Mounts in the background with the given `-o` options.
+    pub fn new(opts: &str, mnt: &Path) -> Mount {
+        let out = run(&[OsStr::new("-o"), OsStr::new(opts), mnt.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            is_mounted(mnt),
+            "stratafs exited 0 but {} is not mounted",
+            mnt.display()
+        );
+        Mount {
+            mnt: mnt.to_path_buf(),
+        }
+    }
+
+    /// lowerdir list (topmost first) and an optional (upper, work).
+    pub fn layers(lowers: &[&Path], upper: Option<(&Path, &Path)>, mnt: &Path) -> Mount {
+        Mount::new(&layer_opts(lowers, upper), mnt)
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.mnt.clone()
+        } else {
+            self.mnt.join(rel)
+        }
+    }
+
+    /// Unmounts and waits for the daemon to exit.
+    pub fn unmount(&self) {
+        let pids = daemon_pids(&self.mnt);
+        if is_mounted(&self.mnt) {
+            lazy_unmount(&self.mnt);
+        }
+        assert!(
+            wait_for(20, || pids
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())),
+            "daemon did not exit after unmount"
+        );
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            lazy_unmount(&self.mnt);
+        }
+    }
+}
+
+pub fn layer_opts(lowers: &[&Path], upper: Option<(&Path, &Path)>) -> String {
+    let l: Vec<String> = lowers
+        .iter()
+        .map(|p| p.display().to_string().replace(':', "\\:"))
+        .collect();
+    let mut s = format!("lowerdir={}", l.join(":"));
+    if let Some((u, w)) = upper {
+        s.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
+    }
+    s
+}
+
+// --- fixture helpers (all inside a test's own dirs) ---
+
+pub fn write(path: &Path, data: &str) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).unwrap();
+    }
+    fs::write(path, data).unwrap();
+}
+
+pub fn mknod(path: &Path, mode: u32, dev: u64) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).unwrap();
+    }
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let r = unsafe { libc::mknod(c.as_ptr(), mode, dev) };
+    assert_eq!(
+        r,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A kernel-style whiteout: char device 0/0.
+pub fn whiteout(path: &Path) {
+    mknod(path, libc::S_IFCHR | 0o600, 0);
+}
+
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Returns the value, or the errno.
+pub fn get_xattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+pub fn list_xattr(path: &Path) -> Vec<String> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        r >= 0,
+        "listxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(r as usize);
+    buf.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Sorted names in a directory (through readdir).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Drops the kernel's dentry and inode caches (the kernel forgets our inodes).
+pub fn drop_caches() {
+    let _ = fs::write("/proc/sys/vm/drop_caches", "2");
+}
+
+pub fn assert_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests mount for real and need root"
+    );
+}

@@ -1,0 +1,169 @@
+//! Mount lifecycle: background only once live, detached stdio, foreground mode,
+//! exit on external unmount, clean unmount on signals, several worker threads.
+
+mod common;
+use common::*;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn layer(t: &TempDir) -> std::path::PathBuf {
+    let l = t.dir("l");
+    write(&l.join("hello"), "world\n");
+    l
+}
+
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+        || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[test]
+fn background_mount_is_live_when_the_command_returns_and_stdio_is_detached() {
+    assert_root();
+    let t = TempDir::new("bg");
+    let (l, m) = (layer(&t), t.dir("m"));
+    // stderr and stdout are pipes we read to EOF: wait_output fails if the daemon keeps them.
+    let child = Command::new(BIN)
+        .args([
+            OsStr::new("-o"),
+            OsStr::new(&format!("lowerdir={}", l.display())),
+            m.as_os_str(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let parent = child.id();
+    let out = wait_output(child, 30);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No waiting: the mount must already be usable.
+    assert!(is_mounted(&m));
+    assert_eq!(fs::read_to_string(m.join("hello")).unwrap(), "world\n");
+    let pids = daemon_pids(&m);
+    assert_eq!(pids.len(), 1, "one daemon expected: {pids:?}");
+    assert_ne!(pids[0], parent, "the daemon is a forked child");
+    let fds: Vec<String> = (0..3)
+        .map(|i| {
+            fs::read_link(format!("/proc/{}/fd/{i}", pids[0]))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        fds.iter().all(|f| f == "/dev/null"),
+        "daemon stdio: {fds:?}"
+    );
+    // several request threads (fuser-N), one per core by default
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let workers = fs::read_dir(format!("/proc/{}/task", pids[0]))
+        .unwrap()
+        .filter(|e| {
+            let p = e.as_ref().unwrap().path().join("comm");
+            fs::read_to_string(p)
+                .unwrap_or_default()
+                .starts_with("fuser-")
+        })
+        .count();
+    assert!(
+        workers >= cores.max(2),
+        "{workers} worker threads for {cores} cores"
+    );
+    Mount { mnt: m }.unmount();
+}
+
+#[test]
+fn daemon_exits_when_unmounted_from_outside() {
+    assert_root();
+    let t = TempDir::new("ext");
+    let l = layer(&t);
+    for (i, how) in ["umount", "fusermount3"].iter().enumerate() {
+        let m = t.dir(&format!("m{i}"));
+        let mount = Mount::layers(&[&l], None, &m);
+        let pids = daemon_pids(&m);
+        assert_eq!(pids.len(), 1);
+        let status = match *how {
+            "umount" => Command::new("umount").arg(&m).status().unwrap(),
+            _ => Command::new("fusermount3")
+                .arg("-u")
+                .arg(&m)
+                .status()
+                .unwrap(),
+        };
+        assert!(status.success(), "{how} failed");
+        assert!(
+            wait_for(20, || gone(pids[0])),
+            "daemon still running after {how}"
+        );
+        assert!(!is_mounted(&m));
+        drop(mount);
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_unmount_cleanly() {
+    assert_root();
+    let t = TempDir::new("sig");
+    let l = layer(&t);
+    for (i, sig) in [libc::SIGTERM, libc::SIGINT].iter().enumerate() {
+        let m = t.dir(&format!("m{i}"));
+        let mount = Mount::layers(&[&l], None, &m);
+        let pid = daemon_pids(&m)[0];
+        unsafe { libc::kill(pid as i32, *sig) };
+        assert!(wait_for(20, || gone(pid)), "daemon survived signal {sig}");
+        assert!(!is_mounted(&m), "signal {sig} left the mount");
+        // no dead "Transport endpoint is not connected" mount: the dir is plain again
+        assert!(fs::read_dir(&m).is_ok());
+        drop(mount);
+    }
+}
+
+#[test]
+fn foreground_mode_stays_and_debug_logs() {
+    assert_root();
+    let t = TempDir::new("fg");
+    let (l, m) = (layer(&t), t.dir("m"));
+    let opts = format!("lowerdir={}", l.display());
+    let mut child = Command::new(BIN)
+        .args([
+            OsStr::new("-d"),
+            OsStr::new("-o"),
+            OsStr::new(&opts),
+            m.as_os_str(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = Mount { mnt: m.clone() };
+    assert!(
+        wait_for(20, || is_mounted(&m)),
+        "foreground mount never came up"
+    );
+    assert_eq!(fs::read_to_string(m.join("hello")).unwrap(), "world\n");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "-d must stay in the foreground"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "foreground exit: {status:?}");
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("DEBUG"), "no debug log on stderr: {err}");
+    assert!(!is_mounted(&m));
+}
