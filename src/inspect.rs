@@ -12,14 +12,15 @@ use crate::inode::Node;
 use crate::namei;
 use crate::overlay::Overlay;
 
-/// A layer's name for people: `upper` or `lower N` (1 = topmost), with its path.
+/// A layer's name for people: `upper` or `lower N` (1 = topmost), with its directory name.
 pub fn layer_label(ov: &Overlay, layer: u16) -> String {
     let l = ov.layer(layer);
     let lower_no = layer as usize + usize::from(!ov.has_upper());
+    let dir = l.path.file_name().unwrap_or(l.path.as_os_str()).to_string_lossy();
     if l.is_upper {
-        format!("upper ({})", l.path.display())
+        format!("upper ({dir})")
     } else {
-        format!("lower {} ({})", lower_no, l.path.display())
+        format!("lower {lower_no} ({dir})")
     }
 }
 

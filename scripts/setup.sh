@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing stratafs needs on a Debian machine (run as root).
+set -euo pipefail
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v mountpoint >/dev/null || need+=(util-linux)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v cargo >/dev/null || need+=(cargo rustc)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ ! -e /dev/fuse ]; then
+    modprobe fuse 2>/dev/null || true
+    [ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
+fi
