@@ -16,7 +16,11 @@ use crate::overlay::Overlay;
 pub fn layer_label(ov: &Overlay, layer: u16) -> String {
     let l = ov.layer(layer);
     let lower_no = layer as usize + usize::from(!ov.has_upper());
-    let dir = l.path.file_name().unwrap_or(l.path.as_os_str()).to_string_lossy();
+    let dir = l
+        .path
+        .file_name()
+        .unwrap_or(l.path.as_os_str())
+        .to_string_lossy();
     if l.is_upper {
         format!("upper ({dir})")
     } else {

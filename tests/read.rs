@@ -67,6 +67,7 @@ fn fixture(
     write(&u.join("replaced"), "upper\n");
     whiteout(&u.join("d/gone-upper"));
     set_xattr(&u.join("upper.txt"), "user.note", b"hello");
+    set_xattr(&u.join("upper.txt"), "security.stratafs-test", b"sec");
     set_xattr(&u.join("upper.txt"), "trusted.overlay.origin", b"private");
     set_xattr(&u.join("upper.txt"), "user.overlay.private", b"private");
     set_xattr(
@@ -147,7 +148,13 @@ fn merge_whiteouts_and_opaque_in_every_format() {
     );
     // xattrs: user.* through, private names hidden
     assert_eq!(get_xattr(&m.p("upper.txt"), "user.note").unwrap(), b"hello");
-    assert_eq!(list_xattr(&m.p("upper.txt")), vec!["user.note"]);
+    assert_eq!(
+        get_xattr(&m.p("upper.txt"), "security.stratafs-test").unwrap(),
+        b"sec"
+    );
+    let mut listed = list_xattr(&m.p("upper.txt"));
+    listed.sort();
+    assert_eq!(listed, vec!["security.stratafs-test", "user.note"]);
     for private in [
         "trusted.overlay.origin",
         "user.overlay.private",
