@@ -130,7 +130,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 ttl: Default::default(),
                 read_only: true,
             };
-            let ov = Overlay::open(o.upperdir.as_deref(), &o.lowerdirs, settings)?;
+            let upper = o.upperdir.as_deref().map(|u| (u, u));
+            let ov = Overlay::open(upper, &o.lowerdirs, settings)?;
             for p in paths {
                 println!("{}", crate::inspect::which(&ov, &p));
             }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+use crate::copy_up::copy_up_with;
 use crate::inode::Node;
 use crate::overlay::Overlay;
 use crate::readdir::Entry;
@@ -72,11 +73,41 @@ impl Handles {
     }
 }
 
-/// Opens the real file behind `node` for reading.
-pub fn open_read(ov: &Overlay, node: &Node, flags: i32) -> io::Result<OwnedFd> {
+/// Does an open with these flags change the file (and so need a copy-up)?
+pub fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+/// Opens the real file behind `node` with the caller's access mode and the flags
+/// that matter to the real file; the caller has copied it up if it writes.
+pub fn open(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<OwnedFd> {
+    if wants_write(flags) {
+        copy_up_with(ov, node, flags & libc::O_TRUNC == 0)?;
+    }
     let (dir, name) = node.real(ov)?;
-    let keep = flags & (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME);
-    sys::openat(dir.as_fd(), &name, libc::O_RDONLY | keep, 0)
+    let keep = flags
+        & (libc::O_ACCMODE
+            | libc::O_APPEND
+            | libc::O_TRUNC
+            | libc::O_NONBLOCK
+            | libc::O_DIRECT
+            | libc::O_NOATIME
+            | libc::O_SYNC
+            | libc::O_DSYNC);
+    sys::openat(dir.as_fd(), &name, keep, 0)
+}
+
+/// Writes all of `data` at `offset` (appends if the file was opened O_APPEND).
+pub fn write(fd: &OwnedFd, offset: u64, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        let n = sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
 }
 
 /// Reads up to `size` bytes at `offset`, short only at end of file.

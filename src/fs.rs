@@ -1,7 +1,7 @@
 //! The fuser `Filesystem` implementation: a thin dispatcher that turns FUSE requests
 //! into calls on the modules that do the work, and their results into replies.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +15,8 @@ use fuser::{
 };
 use log::debug;
 
+use crate::attr;
+use crate::dir::{self, Caller, New};
 use crate::file::{self, Handles};
 use crate::inode::Node;
 use crate::namei;
@@ -41,11 +43,6 @@ impl StrataFs {
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
         self.ov.table.get(ino.0).ok_or(Errno::ESTALE)
-    }
-
-    /// Every change is refused until the write path exists: EROFS.
-    fn refuse_write(&self) -> Errno {
-        Errno::EROFS
     }
 }
 
@@ -87,10 +84,14 @@ impl Filesystem for StrataFs {
         self.ov.table.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let result = self
-            .node(ino)
-            .and_then(|n| n.stat(&self.ov).map(|st| n.attr(&st)).map_err(errno));
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let result = self.node(ino).and_then(|n| {
+            let st = match fh.and_then(|fh| self.handles.file(fh.0)) {
+                Some(fd) if n.loc().is_none() => crate::sys::fstat(std::os::fd::AsFd::as_fd(&*fd)),
+                _ => n.stat(&self.ov),
+            };
+            st.map(|st| n.attr(&st)).map_err(errno)
+        });
         match result {
             Ok(attr) => reply.attr(&self.ov.settings.ttl, &attr),
             Err(e) => reply.error(e),
@@ -109,24 +110,12 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
         let result = self.node(ino).and_then(|n| {
-            if writing {
-                return Err(self.refuse_write());
-            }
-            let fd = file::open_read(&self.ov, &n, flags.0).map_err(errno)?;
+            let fd = file::open(&self.ov, &n, flags.0).map_err(errno)?;
             Ok((self.handles.add_file(fd), n.stack().top()))
         });
         match result {
-            Ok((fh, layer)) => {
-                // Lower layers never change under us, so their pages stay valid.
-                let keep = if self.ov.layer(layer).is_upper {
-                    FopenFlags::empty()
-                } else {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                };
-                reply.opened(FileHandle(fh), keep)
-            }
+            Ok((fh, layer)) => reply.opened(FileHandle(fh), self.open_flags(layer)),
             Err(e) => reply.error(e),
         }
     }
@@ -277,130 +266,309 @@ impl Filesystem for StrataFs {
         }
     }
 
-    // --- changes: refused until the write path lands ---
+    // --- changes ---
 
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(self.refuse_write());
+        let result = self.node(ino).and_then(|n| {
+            let fd = fh.and_then(|fh| self.handles.file(fh.0));
+            let changes = attr::Changes {
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+            };
+            let st = attr::setattr(&self.ov, &n, fd, changes).map_err(errno)?;
+            Ok(n.attr(&st))
+        });
+        match result {
+            Ok(a) => reply.attr(&self.ov.settings.ttl, &a),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _r: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse_write());
+        self.make(
+            req,
+            parent,
+            name,
+            New::Special {
+                mode,
+                rdev: rdev as u64,
+            },
+            reply,
+        );
     }
 
-    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(self.refuse_write());
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.make(req, parent, name, New::Dir { mode }, reply);
     }
 
-    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse_write());
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match CString::new(target.as_os_str().as_bytes()) {
+            Ok(t) => self.make(req, parent, name, New::Symlink { target: &t }, reply),
+            Err(_) => reply.error(Errno::EINVAL),
+        }
     }
 
-    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse_write());
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.node(ino) {
+            Ok(n) if n.kind == FileType::Directory => reply.error(Errno::EPERM),
+            Ok(n) => self.make(req, newparent, newname, New::Link { node: &n }, reply),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
-        reply.error(self.refuse_write());
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, false, reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.remove(parent, name, true, reply);
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse_write());
+        let result = (|| {
+            let (p1, n1) = self.dir_and_name(parent, name)?;
+            let (p2, n2) = self.dir_and_name(newparent, newname)?;
+            dir::rename(&self.ov, &p1, &n1, &p2, &n2, flags.bits()).map_err(errno)
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(self.refuse_write());
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = (|| {
+            let (p, cname) = self.dir_and_name(parent, name)?;
+            let caller = Caller {
+                uid: req.uid(),
+                gid: req.gid(),
+            };
+            let (node, st, _) =
+                dir::create(&self.ov, &p, &cname, caller, New::File { mode }).map_err(errno)?;
+            let fd = file::open(
+                &self.ov,
+                &node,
+                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+            )
+            .map_err(errno)?;
+            Ok((node.attr(&st), self.handles.add_file(fd)))
+        })();
+        match result {
+            Ok((a, fh)) => reply.created(
+                &self.ov.settings.ttl,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn write(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _wf: WriteFlags,
         _flags: OpenFlags,
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse_write());
+        let Some(fd) = self.handles.file(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match file::write(&fd, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
-    fn create(
+    fn fsync(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
-        reply: ReplyCreate,
-    ) {
-        reply.error(self.refuse_write());
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _n: &OsStr,
-        _v: &[u8],
-        _f: i32,
-        _p: u32,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse_write());
-    }
-
-    fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse_write());
+        let Some(fd) = self.handles.file(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match crate::sys::fsync(std::os::fd::AsFd::as_fd(&*fd), datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn fallocate(
         &self,
         _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _o: u64,
-        _l: u64,
-        _m: i32,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse_write());
+        let Some(fd) = self.handles.file(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match crate::sys::fallocate(std::os::fd::AsFd::as_fd(&*fd), mode, offset, length) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _pos: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self
+            .node(ino)
+            .and_then(|n| xattr::set(&self.ov, &n, name, value, flags).map_err(errno))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self
+            .node(ino)
+            .and_then(|n| xattr::remove(&self.ov, &n, name).map_err(errno))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl StrataFs {
+    /// A directory node and a checked name in it.
+    fn dir_and_name(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Node>, CString), Errno> {
+        let p = self.node(parent)?;
+        if p.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let c = namei::check_name(name.as_bytes()).map_err(|e| match e.raw_os_error() {
+            // a name the AUFS format reserves cannot be made through the mount
+            Some(libc::ENOENT) => Errno::EINVAL,
+            _ => errno(e),
+        })?;
+        Ok((p, c))
+    }
+
+    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, what: New, reply: ReplyEntry) {
+        let result = (|| {
+            let (p, cname) = self.dir_and_name(parent, name)?;
+            let caller = Caller {
+                uid: req.uid(),
+                gid: req.gid(),
+            };
+            let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
+            Ok(node.attr(&st))
+        })();
+        match result {
+            Ok(a) => reply.entry(&self.ov.settings.ttl, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn remove(&self, parent: INodeNo, name: &OsStr, rmdir: bool, reply: ReplyEmpty) {
+        let result = self
+            .dir_and_name(parent, name)
+            .and_then(|(p, c)| dir::remove(&self.ov, &p, &c, rmdir).map_err(errno));
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Lower files never change, so their cached pages stay valid.
+    fn open_flags(&self, layer: u16) -> FopenFlags {
+        if self.ov.layer(layer).is_upper {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        }
     }
 }

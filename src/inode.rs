@@ -9,28 +9,40 @@
 //! The table is a sharded map from inode number to node: a lookup takes one shard's
 //! read lock and bumps an atomic count; nothing on that path is global.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use fuser::{FileAttr, FileType, INodeNo};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::overlay::Overlay;
 use crate::sys::{self, Stat};
 
 pub const ROOT_ID: u64 = 1;
 
-/// One layer's part in a node: which layer, and whether that directory is marked
-/// `opaque=x` (it may hold xattr whiteouts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One layer's part in a node: which layer, whether that directory is marked
+/// `opaque=x` (it may hold xattr whiteouts), and, for a directory reached through a
+/// redirect, its path from that layer's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerRef {
     pub layer: u16,
     pub xwhiteouts: bool,
+    pub path: Option<Arc<CString>>,
+}
+
+impl LayerRef {
+    pub fn new(layer: u16) -> Self {
+        LayerRef {
+            layer,
+            xwhiteouts: false,
+            path: None,
+        }
+    }
 }
 
 /// The layers of a node, with the directory fds cached for each.
@@ -51,7 +63,7 @@ pub fn set_fd_budget(n: i64) {
 }
 
 impl Stack {
-    fn new(refs: Vec<LayerRef>) -> Self {
+    pub fn new(refs: Vec<LayerRef>) -> Self {
         let fds = refs.iter().map(|_| OnceLock::new()).collect();
         Stack {
             refs,
@@ -74,7 +86,7 @@ impl Stack {
     }
 
     /// Keeps `fd` for layer position `pos` if the budget allows; returns it either way.
-    fn cache(&self, pos: usize, fd: OwnedFd) -> Arc<OwnedFd> {
+    pub fn cache(&self, pos: usize, fd: OwnedFd) -> Arc<OwnedFd> {
         let fd = Arc::new(fd);
         if CACHED_FDS.fetch_add(1, Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed)
             && self.fds[pos].set(fd.clone()).is_ok()
@@ -96,18 +108,29 @@ impl Drop for Stack {
     }
 }
 
-/// Where a node was found: its parent directory and its name there.
+/// One name of a node: its parent directory and its name there.
+#[derive(Clone)]
 pub struct Loc {
     pub parent: Option<Arc<Node>>,
     pub name: CString,
+}
+
+impl Loc {
+    fn is(&self, parent: &Node, name: &CStr) -> bool {
+        self.name.as_c_str() == name && self.parent.as_ref().is_some_and(|p| p.ino == parent.ino)
+    }
 }
 
 pub struct Node {
     pub ino: u64,
     pub kind: FileType,
     nlookup: AtomicU64,
-    loc: RwLock<Loc>,
+    /// Every name the kernel knows this node by, the most recently used first. A
+    /// directory has one; a hard-linked file may have several; an unlinked file none.
+    aliases: RwLock<Vec<Loc>>,
     stack: RwLock<Arc<Stack>>,
+    /// Held while this node is copied up, so concurrent writers copy it once.
+    pub copy_lock: Mutex<()>,
 }
 
 impl Node {
@@ -122,11 +145,12 @@ impl Node {
             ino,
             kind,
             nlookup: AtomicU64::new(0),
-            loc: RwLock::new(Loc {
+            aliases: RwLock::new(vec![Loc {
                 parent: Some(parent),
                 name,
-            }),
+            }]),
             stack: RwLock::new(Arc::new(Stack::new(refs))),
+            copy_lock: Mutex::new(()),
         }
     }
 
@@ -139,11 +163,12 @@ impl Node {
             ino: ROOT_ID,
             kind: FileType::Directory,
             nlookup: AtomicU64::new(1),
-            loc: RwLock::new(Loc {
+            aliases: RwLock::new(vec![Loc {
                 parent: None,
                 name: CString::default(),
-            }),
+            }]),
             stack: RwLock::new(Arc::new(stack)),
+            copy_lock: Mutex::new(()),
         }
     }
 
@@ -151,21 +176,66 @@ impl Node {
         self.stack.read().clone()
     }
 
+    pub fn set_stack(&self, stack: Stack) {
+        *self.stack.write() = Arc::new(stack);
+    }
+
+    /// The node's current (parent, name), if it still has a name.
+    pub fn loc(&self) -> Option<Loc> {
+        self.aliases.read().first().cloned()
+    }
+
     pub fn parent(&self) -> Option<Arc<Node>> {
-        self.loc.read().parent.clone()
+        self.loc().and_then(|l| l.parent)
+    }
+
+    /// Records a name for this node and makes it the one used to reach it.
+    pub fn add_alias(&self, parent: &Arc<Node>, name: &CStr) {
+        let mut a = self.aliases.write();
+        if self.kind == FileType::Directory {
+            a.clear();
+        }
+        a.retain(|l| !l.is(parent, name));
+        a.insert(
+            0,
+            Loc {
+                parent: Some(parent.clone()),
+                name: name.to_owned(),
+            },
+        );
+    }
+
+    /// Forgets a name (unlinked or renamed away); returns how many are left.
+    pub fn remove_alias(&self, parent: &Node, name: &CStr) -> usize {
+        let mut a = self.aliases.write();
+        a.retain(|l| !l.is(parent, name));
+        a.len()
     }
 
     /// Records the place and layers a fresh lookup found; the fd cache survives when
     /// the layers did not change.
     fn refresh(&self, parent: &Arc<Node>, name: &CString, refs: &[LayerRef]) {
-        {
-            let mut loc = self.loc.write();
-            if loc.name != *name || !loc.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) {
-                *loc = Loc {
+        let cur_top = self.stack().top();
+        let new_top = refs.first().map_or(cur_top, |r| r.layer);
+        if new_top > cur_top {
+            // Another name (a lower hard link) of a node already copied up: the node
+            // stays in the upper; the name is remembered as a further alias.
+            let mut a = self.aliases.write();
+            if !a.iter().any(|l| l.is(parent, name)) {
+                a.push(Loc {
                     parent: Some(parent.clone()),
                     name: name.clone(),
-                };
+                });
             }
+            return;
+        }
+        let known = self
+            .aliases
+            .read()
+            .first()
+            .is_some_and(|l| l.is(parent, name));
+        if !known {
+            self.add_alias(parent, name);
         }
         if self.stack.read().refs != refs {
             *self.stack.write() = Arc::new(Stack::new(refs.to_vec()));
@@ -182,17 +252,43 @@ impl Node {
         if let Some(fd) = stack.fds[pos].get() {
             return Ok(fd.clone());
         }
-        let (parent, name) = {
-            let loc = self.loc.read();
-            (loc.parent.clone(), loc.name.clone())
+        let fd = if let Some(path) = &stack.refs[pos].path {
+            open_dir_path(ov.layer(layer).root.as_fd(), path)?
+        } else {
+            let loc = self
+                .loc()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+            let Some(parent) = loc.parent else {
+                return Ok(ov.layer(layer).root.clone());
+            };
+            let pfd = parent.dir_fd(ov, layer)?;
+            sys::openat(pfd.as_fd(), &loc.name, libc::O_PATH | libc::O_DIRECTORY, 0)?
         };
-        let parent = match parent {
-            Some(p) => p,
-            None => return Ok(ov.layer(layer).root.clone()),
-        };
-        let pfd = parent.dir_fd(ov, layer)?;
-        let fd = sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         Ok(stack.cache(pos, fd))
+    }
+
+    /// This directory's path from the root of `layer` (no leading slash), as the
+    /// redirect of a renamed directory records it.
+    pub fn layer_path(&self, layer: u16) -> io::Result<Vec<u8>> {
+        let stack = self.stack();
+        if let Some(p) = stack
+            .pos(layer)
+            .and_then(|pos| stack.refs[pos].path.clone())
+        {
+            return Ok(p.to_bytes().to_vec());
+        }
+        let loc = self
+            .loc()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        let Some(parent) = loc.parent else {
+            return Ok(Vec::new());
+        };
+        let mut p = parent.layer_path(layer)?;
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(loc.name.to_bytes());
+        Ok(p)
     }
 
     /// The real object behind this node, as (directory fd, name); the name is empty
@@ -202,12 +298,13 @@ impl Node {
         if self.kind == FileType::Directory {
             return Ok((self.dir_fd(ov, top)?, CString::default()));
         }
-        let (parent, name) = {
-            let loc = self.loc.read();
-            (loc.parent.clone(), loc.name.clone())
-        };
-        let parent = parent.ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-        Ok((parent.dir_fd(ov, top)?, name))
+        let loc = self
+            .loc()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        let parent = loc
+            .parent
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        Ok((parent.dir_fd(ov, top)?, loc.name))
     }
 
     /// stat(2) of the real object.
@@ -220,6 +317,33 @@ impl Node {
     pub fn attr(&self, st: &Stat) -> FileAttr {
         let merged_dir = self.kind == FileType::Directory && self.stack().is_merged();
         make_attr(self.ino, st, merged_dir)
+    }
+}
+
+/// Opens a directory by a path from a layer root, one name at a time, never
+/// following a symlink.
+pub fn open_dir_path(root: BorrowedFd, path: &CStr) -> io::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for comp in path
+        .to_bytes()
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+    {
+        if comp == b"." || comp == b".." {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let name = CString::new(comp).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let dir = cur.as_ref().map_or(root, |f| f.as_fd());
+        cur = Some(sys::openat(
+            dir,
+            &name,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )?);
+    }
+    match cur {
+        Some(fd) => Ok(fd),
+        None => sys::openat(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0),
     }
 }
 

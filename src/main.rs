@@ -5,7 +5,10 @@
 //! (super), `namei`, `inode`, `readdir`, `file`, `xattr`, and `whiteout` (formats).
 //! `sys` holds every syscall wrapper.
 
+mod attr;
 mod cli;
+mod copy_up;
+mod dir;
 mod file;
 mod fs;
 mod inode;
@@ -17,6 +20,7 @@ mod overlay;
 mod readdir;
 mod sys;
 mod whiteout;
+mod work;
 mod xattr;
 
 fn main() {

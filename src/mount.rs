@@ -2,7 +2,7 @@
 //! is live, serve until the mount goes away, unmount cleanly on SIGTERM/SIGINT.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,13 +64,16 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
         ttl: Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(1_000_000_000)),
         read_only: o.read_only || o.upperdir.is_none(),
     };
-    let ov = Overlay::open(o.upperdir.as_deref(), &o.lowerdirs, settings)?;
     if let (Some(upper), Some(work)) = (&o.upperdir, &o.workdir) {
-        let wfd = sys::open_path(&cpath(work)?, libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(|e| format!("workdir {}: {e}", work.display()))?;
-        let wst =
-            sys::fstat(wfd.as_fd()).map_err(|e| format!("workdir {}: {e}", work.display()))?;
-        if wst.st_dev != ov.layers[0].dev {
+        let dev_of = |p: &Path, what: &str| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOENT) => format!("{what} {}: does not exist", p.display()),
+                    _ => format!("{what} {}: {e}", p.display()),
+                })
+        };
+        if dev_of(work, "workdir")? != dev_of(upper, "upperdir")? {
             return Err(format!(
                 "workdir {} and upperdir {} must be on the same filesystem",
                 work.display(),
@@ -78,6 +81,8 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
             ));
         }
     }
+    let upper = o.upperdir.as_deref().zip(o.workdir.as_deref());
+    let ov = Overlay::open(upper, &o.lowerdirs, settings)?;
     Ok(ov)
 }
 
@@ -170,6 +175,7 @@ pub fn run(req: MountRequest) -> Result<(), String> {
         .map_err(|e| format!("mountpoint {}: {e}", req.mountpoint.display()))?;
     let target = cpath(&mountpoint)?;
     let dev = open_dev_fuse()?;
+    sys::clear_umask();
     let nofile = sys::raise_nofile_limit();
     inode::set_fd_budget(nofile as i64 / 2);
 

@@ -6,14 +6,14 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use fuser::FileType;
 
 use crate::inode::{kind_of, LayerRef, Node};
 use crate::overlay::Overlay;
-use crate::sys::{self, Stat};
+use crate::sys::{self, At, Stat};
 use crate::whiteout::{self, Opacity};
 
 /// What a lookup found: the topmost object's stat and inode number, and its layers.
@@ -48,7 +48,7 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
     let pstack = parent.stack();
     let wh_name = CString::new(whiteout::aufs_whiteout_name(name.as_bytes()))
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut top: Option<(Stat, u16)> = None;
+    let mut top: Option<(Stat, u16, Option<u64>)> = None;
     let mut refs: Vec<LayerRef> = Vec::new();
     let last = pstack.refs.len().saturating_sub(1);
     for (pos, pref) in pstack.refs.iter().enumerate() {
@@ -78,32 +78,156 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
             // A non-directory below a directory ends the merge.
             break;
         }
-        let opacity = if is_dir && pos < last {
-            whiteout::opacity(
-                sys::openat(dir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)?.as_fd(),
-                c"",
-            )
+        if top.is_none() {
+            let origin = if ov.layer(pref.layer).is_upper {
+                read_origin(dir.as_fd(), name)
+            } else {
+                None
+            };
+            top = Some((st, pref.layer, origin));
+        }
+        if !is_dir {
+            refs.push(LayerRef::new(pref.layer));
+            break;
+        }
+        let sub = sys::openat(dir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        let more_below = pos < last || (pref.layer as usize) + 1 < ov.layers.len();
+        let opacity = if more_below {
+            whiteout::opacity(sub.as_fd(), c"")
         } else {
             Opacity::Transparent
         };
         refs.push(LayerRef {
             layer: pref.layer,
             xwhiteouts: opacity == Opacity::XWhiteouts,
+            path: None,
         });
-        if top.is_none() {
-            top = Some((st, pref.layer));
+        if opacity == Opacity::Opaque {
+            break;
         }
-        if !is_dir || opacity == Opacity::Opaque {
+        if let Some(target) = read_redirect(sub.as_fd()) {
+            // A renamed directory: its lower parts are found at the recorded path.
+            let path = if target.first() == Some(&b'/') {
+                target[1..].to_vec()
+            } else {
+                let mut p = parent.layer_path(pref.layer)?;
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&target);
+                p
+            };
+            follow_redirect(ov, pref.layer + 1, &path, &mut refs)?;
             break;
         }
     }
-    let (stat, layer) = top.ok_or_else(enoent)?;
+    let (stat, layer, origin) = top.ok_or_else(enoent)?;
     let kind = kind_of(stat.st_mode).ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
-    let ino = ov.inos.map(ov.layer(layer), stat.st_dev, stat.st_ino);
+    let ino = origin.unwrap_or_else(|| ov.inos.map(ov.layer(layer), stat.st_dev, stat.st_ino));
     Ok(Found {
         ino,
         kind,
         stat,
         refs,
     })
+}
+
+/// Adds the directories found at `path` in the layers from `first` down, as a
+/// redirect asks: a whiteout or non-directory on the way ends the search, a layer
+/// without the path is skipped, an opaque directory is the last one merged.
+fn follow_redirect(
+    ov: &Overlay,
+    first: u16,
+    path: &[u8],
+    refs: &mut Vec<LayerRef>,
+) -> io::Result<()> {
+    let comps: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    if comps.iter().any(|c| *c == b".." || *c == b".") {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    let cpath = Arc::new(CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EIO))?);
+    'layers: for layer in first as usize..ov.layers.len() {
+        let mut cur: Option<std::os::fd::OwnedFd> = None;
+        for (i, comp) in comps.iter().enumerate() {
+            let cname = CString::new(*comp).map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
+            let dir = cur
+                .as_ref()
+                .map_or(ov.layers[layer].root.as_fd(), |f| f.as_fd());
+            match sys::statat(dir, &cname) {
+                Ok(st) if whiteout::is_whiteout_dev(&st) => return Ok(()),
+                Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return Ok(()),
+                Ok(_) => {}
+                Err(_) => {
+                    let wh = CString::new(whiteout::aufs_whiteout_name(comp)).unwrap_or_default();
+                    if sys::statat(dir, &wh).is_ok() {
+                        return Ok(());
+                    }
+                    continue 'layers;
+                }
+            }
+            let next = sys::openat(dir, &cname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            if i + 1 == comps.len() {
+                let opacity = whiteout::opacity(next.as_fd(), c"");
+                refs.push(LayerRef {
+                    layer: layer as u16,
+                    xwhiteouts: opacity == Opacity::XWhiteouts,
+                    path: Some(cpath.clone()),
+                });
+                if opacity == Opacity::Opaque {
+                    return Ok(());
+                }
+            }
+            cur = Some(next);
+        }
+    }
+    Ok(())
+}
+
+const ORIGIN_XATTRS: [&std::ffi::CStr; 2] = [
+    c"trusted.overlay.stratafs.origin",
+    c"user.overlay.stratafs.origin",
+];
+const REDIRECT_XATTRS: [&std::ffi::CStr; 2] =
+    [c"trusted.overlay.redirect", c"user.overlay.redirect"];
+
+/// The inode number recorded at copy-up on the upper object (`dir`, `name`).
+pub fn read_origin(dir: BorrowedFd, name: &std::ffi::CStr) -> Option<u64> {
+    ORIGIN_XATTRS.iter().find_map(|attr| {
+        let v = sys::getxattr(At { dir, name }, attr).ok()?;
+        Some(u64::from_le_bytes(v.try_into().ok()?))
+    })
+}
+
+/// The redirect recorded on a renamed directory (open as `dir`), if any.
+fn read_redirect(dir: BorrowedFd) -> Option<Vec<u8>> {
+    REDIRECT_XATTRS
+        .iter()
+        .find_map(|attr| sys::getxattr(At { dir, name: c"" }, attr).ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// Does `name` exist in `parent`'s layers below the upper one? (If so, removing or
+/// renaming it away needs a whiteout.)
+pub fn lower_positive(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<bool> {
+    let pstack = parent.stack();
+    let wh_name = CString::new(whiteout::aufs_whiteout_name(name.as_bytes()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    for pref in pstack.refs.iter().filter(|r| !ov.layer(r.layer).is_upper) {
+        let dir = match parent.dir_fd(ov, pref.layer) {
+            Ok(fd) => fd,
+            Err(_) => continue,
+        };
+        match sys::statat(dir.as_fd(), name) {
+            Ok(st) => {
+                return Ok(!(whiteout::is_whiteout_dev(&st)
+                    || (pref.xwhiteouts && whiteout::is_xattr_whiteout(dir.as_fd(), name, &st))))
+            }
+            Err(_) if sys::statat(dir.as_fd(), &wh_name).is_ok() => return Ok(false),
+            Err(_) => continue,
+        }
+    }
+    Ok(false)
 }

@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 use crate::inode::{InodeTable, LayerRef, Node, ROOT_ID};
 use crate::sys;
 use crate::whiteout;
+use crate::work::Work;
 
 /// One layer directory. Index 0 of [`Overlay::layers`] is the upper layer when there is
 /// one, then the lowers, topmost first.
@@ -103,6 +104,8 @@ impl InoMap {
 /// The whole mounted overlay.
 pub struct Overlay {
     pub layers: Vec<Layer>,
+    /// The work directory, when there is an upper layer.
+    pub work: Option<Work>,
     pub inos: InoMap,
     pub table: InodeTable,
     pub settings: Settings,
@@ -123,10 +126,15 @@ fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
 impl Overlay {
     /// Opens the layers (upper first, then lowers topmost first) and builds the root.
     pub fn open(
-        upper: Option<&Path>,
+        upper: Option<(&Path, &Path)>,
         lowers: &[PathBuf],
         settings: Settings,
     ) -> Result<Overlay, String> {
+        let work = match upper {
+            Some((_, w)) if !settings.read_only => Some(Work::open(w)?),
+            _ => None,
+        };
+        let upper = upper.map(|(u, _)| u);
         let mut specs: Vec<(&Path, bool)> = Vec::new();
         if let Some(u) = upper {
             specs.push((u, true));
@@ -160,6 +168,7 @@ impl Overlay {
         }
         let ov = Overlay {
             layers,
+            work,
             inos: InoMap::new(devs),
             table: InodeTable::new(),
             settings,
@@ -171,6 +180,7 @@ impl Overlay {
             .map(|(i, l)| LayerRef {
                 layer: i as u16,
                 xwhiteouts: whiteout::opacity(l.root.as_fd(), c"") == whiteout::Opacity::XWhiteouts,
+                path: None,
             })
             .collect();
         let root_fds = ov.layers.iter().map(|l| l.root.clone()).collect();

@@ -63,6 +63,9 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<Entry>> {
             Err(e) => return Err(e),
         };
         let rd = sys::openat(dir.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        // Entries of an impure upper directory may carry the inode number they had
+        // before copy-up.
+        let impure = layer.is_upper && is_impure(dir.as_fd());
         let mut whited_out: Vec<Vec<u8>> = Vec::new();
         for e in sys::read_dir_all(rd.as_fd())? {
             if whiteout::is_aufs_name(&e.name) {
@@ -95,7 +98,14 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<Entry>> {
                 kind = kind_of(st.st_mode);
             }
             let Some(kind) = kind else { continue };
-            let ino = ov.inos.map(layer, layer.dev, e.ino);
+            let origin = if impure {
+                CString::new(e.name.clone())
+                    .ok()
+                    .and_then(|c| crate::namei::read_origin(dir.as_fd(), &c))
+            } else {
+                None
+            };
+            let ino = origin.unwrap_or_else(|| ov.inos.map(layer, layer.dev, e.ino));
             seen.insert(e.name.clone());
             out.push(Entry {
                 name: e.name,
@@ -106,4 +116,10 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<Entry>> {
         seen.extend(whited_out);
     }
     Ok(out)
+}
+
+fn is_impure(dir: std::os::fd::BorrowedFd) -> bool {
+    [c"trusted.overlay.impure", c"user.overlay.impure"]
+        .iter()
+        .any(|a| sys::getxattr(sys::At { dir, name: c"" }, a).is_ok())
 }

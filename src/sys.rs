@@ -156,6 +156,155 @@ pub fn read_dir_all(dir: BorrowedFd) -> io::Result<Vec<DirEntry>> {
     }
 }
 
+// --- changes inside a layer (upper and workdir only) ---
+
+fn cvt_unit(ret: libc::c_int) -> io::Result<()> {
+    cvt(ret).map(drop)
+}
+
+pub fn mkdirat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    cvt_unit(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })
+}
+
+pub fn mknodat(dir: BorrowedFd, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    cvt_unit(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) })
+}
+
+pub fn symlinkat(target: &CStr, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    cvt_unit(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
+}
+
+pub fn unlinkat(dir: BorrowedFd, name: &CStr, rmdir: bool) -> io::Result<()> {
+    let flags = if rmdir { libc::AT_REMOVEDIR } else { 0 };
+    cvt_unit(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
+}
+
+pub fn linkat(olddir: BorrowedFd, old: &CStr, newdir: BorrowedFd, new: &CStr) -> io::Result<()> {
+    cvt_unit(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })
+}
+
+pub fn renameat2(
+    olddir: BorrowedFd,
+    old: &CStr,
+    newdir: BorrowedFd,
+    new: &CStr,
+    flags: u32,
+) -> io::Result<()> {
+    cvt_unit(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })
+}
+
+/// fchownat with AT_SYMLINK_NOFOLLOW; an empty name addresses `dir` itself.
+pub fn chownat(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW;
+    if name.is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    cvt_unit(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) })
+}
+
+/// chmod of (`dir`, `name`) or of `dir` itself; symlinks have no mode to change.
+pub fn chmodat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    if name.is_empty() {
+        let p = At { dir, name }.proc_path();
+        return cvt_unit(unsafe { libc::chmod(p.as_ptr(), mode) });
+    }
+    cvt_unit(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })
+}
+
+/// utimensat with AT_SYMLINK_NOFOLLOW; an empty name addresses `dir` itself.
+pub fn utimensat(dir: BorrowedFd, name: &CStr, times: &[libc::timespec; 2]) -> io::Result<()> {
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW;
+    if name.is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    cvt_unit(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) })
+}
+
+pub fn ftruncate(fd: BorrowedFd, size: u64) -> io::Result<()> {
+    cvt_unit(unsafe { libc::ftruncate64(fd.as_raw_fd(), size as i64) })
+}
+
+pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
+    loop {
+        let ret = unsafe {
+            libc::pwrite64(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                offset as i64,
+            )
+        };
+        match cvt_size(ret) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub fn fsync(fd: BorrowedFd, datasync: bool) -> io::Result<()> {
+    cvt_unit(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+}
+
+pub fn fallocate(fd: BorrowedFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    cvt_unit(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, offset as i64, len as i64) })
+}
+
+/// lseek; `Ok(None)` for ENXIO (no data/hole past the offset).
+pub fn lseek(fd: BorrowedFd, offset: i64, whence: libc::c_int) -> io::Result<Option<i64>> {
+    let ret = unsafe { libc::lseek64(fd.as_raw_fd(), offset, whence) };
+    if ret >= 0 {
+        return Ok(Some(ret));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENXIO) {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// FICLONE: share all of `src`'s extents with `dst` (reflink).
+pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    cvt_unit(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) })
+}
+
+pub fn copy_file_range(
+    src: BorrowedFd,
+    off_in: u64,
+    dst: BorrowedFd,
+    off_out: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut i = off_in as i64;
+    let mut o = off_out as i64;
+    let ret =
+        unsafe { libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, len, 0) };
+    cvt_size(ret as libc::ssize_t)
+}
+
 // --- extended attributes, fd-relative (getxattrat & co., Linux 6.13+, with a /proc fallback) ---
 
 const SYS_GETXATTRAT: libc::c_long = 464;
@@ -299,6 +448,81 @@ pub fn listxattr(at: At) -> io::Result<Vec<Vec<u8>>> {
         .collect())
 }
 
+const SYS_SETXATTRAT: libc::c_long = 463;
+const SYS_REMOVEXATTRAT: libc::c_long = 466;
+
+pub fn setxattr(at: At, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    if !at.name.is_empty() {
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: value.len() as u32,
+            flags: flags as u32,
+        };
+        let ret = unsafe {
+            libc::syscall(
+                SYS_SETXATTRAT,
+                at.dir.as_raw_fd(),
+                at.name.as_ptr(),
+                at.flags(),
+                attr.as_ptr(),
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        };
+        match cvt(ret as libc::c_int) {
+            Err(e) if enosys(&e) => {}
+            other => return other.map(drop),
+        }
+    }
+    let p = at.proc_path();
+    let ret = unsafe {
+        if at.name.is_empty() {
+            libc::setxattr(
+                p.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        } else {
+            libc::lsetxattr(
+                p.as_ptr(),
+                attr.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        }
+    };
+    cvt_unit(ret)
+}
+
+pub fn removexattr(at: At, attr: &CStr) -> io::Result<()> {
+    if !at.name.is_empty() {
+        let ret = unsafe {
+            libc::syscall(
+                SYS_REMOVEXATTRAT,
+                at.dir.as_raw_fd(),
+                at.name.as_ptr(),
+                at.flags(),
+                attr.as_ptr(),
+            )
+        };
+        match cvt(ret as libc::c_int) {
+            Err(e) if enosys(&e) => {}
+            other => return other.map(drop),
+        }
+    }
+    let p = at.proc_path();
+    cvt_unit(unsafe {
+        if at.name.is_empty() {
+            libc::removexattr(p.as_ptr(), attr.as_ptr())
+        } else {
+            libc::lremovexattr(p.as_ptr(), attr.as_ptr())
+        }
+    })
+}
+
 // --- process-level helpers used by the mount lifecycle ---
 
 pub fn mount(
@@ -372,6 +596,11 @@ pub fn raise_nofile_limit() -> u64 {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
     lim.rlim_cur
+}
+
+/// Clears the process umask: modes of new objects are set exactly as asked.
+pub fn clear_umask() {
+    unsafe { libc::umask(0) };
 }
 
 pub fn geteuid() -> u32 {

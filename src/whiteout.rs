@@ -101,3 +101,55 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
         || name.starts_with(b"user.overlay.")
         || name.starts_with(b"user.fuseoverlayfs.")
 }
+
+// --- write side ---
+
+use crate::work::{WhiteoutFormat, Work};
+use std::io;
+use std::os::fd::AsFd;
+
+/// Makes a whiteout for `name` in the upper directory `dir`, where nothing is yet.
+pub fn create(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    match work.whiteout {
+        WhiteoutFormat::CharDev => sys::mknodat(dir, name, libc::S_IFCHR, 0),
+        WhiteoutFormat::Aufs => {
+            let wh = std::ffi::CString::new(aufs_whiteout_name(name.to_bytes()))
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            sys::openat(dir, &wh, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0).map(drop)
+        }
+    }
+}
+
+/// Builds a whiteout in the work dir (char format only); returns its temp name.
+pub fn create_in_work(work: &Work) -> io::Result<std::ffi::CString> {
+    let tmp = work.tmp_name();
+    sys::mknodat(work.fd.as_fd(), &tmp, libc::S_IFCHR, 0)?;
+    Ok(tmp)
+}
+
+/// After an upper object was put at `name` in `dir`, drops an AUFS `.wh.NAME` that
+/// may still stand beside it (a char whiteout was replaced by the rename itself).
+pub fn drop_aufs(dir: BorrowedFd, name: &CStr) {
+    if let Ok(wh) = std::ffi::CString::new(aufs_whiteout_name(name.to_bytes())) {
+        let _ = sys::unlinkat(dir, &wh, false);
+    }
+}
+
+/// Marks the directory (`dir`, `name`) opaque: the overlay xattr where the upper
+/// filesystem allows one, else a `.wh..wh..opq` file inside it.
+pub fn set_opaque(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    if work.set_xattr(dir, name, "opaque", b"y").is_ok() {
+        return Ok(());
+    }
+    let d = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    sys::openat(d.as_fd(), OPAQUE_MARKER, libc::O_CREAT | libc::O_WRONLY, 0).map(drop)
+}
+
+/// Is there a whiteout for `name` in the upper directory `dir` (either format)?
+pub fn upper_has(dir: BorrowedFd, name: &CStr) -> bool {
+    if sys::statat(dir, name).is_ok_and(|st| is_whiteout_dev(&st)) {
+        return true;
+    }
+    std::ffi::CString::new(aufs_whiteout_name(name.to_bytes()))
+        .is_ok_and(|wh| sys::statat(dir, &wh).is_ok())
+}

@@ -5,6 +5,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
+use std::sync::Arc;
+
+use crate::copy_up::copy_up;
 use crate::inode::Node;
 use crate::overlay::Overlay;
 use crate::sys::{self, At};
@@ -44,6 +47,51 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<u8>> {
         out.push(0);
     }
     Ok(out)
+}
+
+fn xattr_name(name: &OsStr) -> io::Result<CString> {
+    if is_private_xattr(name.as_bytes()) {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Sets `name` on `node`, copying it up first. Private names are refused.
+pub fn set(
+    ov: &Overlay,
+    node: &Arc<Node>,
+    name: &OsStr,
+    value: &[u8],
+    flags: i32,
+) -> io::Result<()> {
+    let cname = xattr_name(name)?;
+    copy_up(ov, node)?;
+    let (dir, obj) = node.real(ov)?;
+    sys::setxattr(
+        At {
+            dir: dir.as_fd(),
+            name: &obj,
+        },
+        &cname,
+        value,
+        flags,
+    )
+}
+
+/// Removes `name` from `node`, copying it up first.
+pub fn remove(ov: &Overlay, node: &Arc<Node>, name: &OsStr) -> io::Result<()> {
+    let cname = xattr_name(name)?;
+    // Absent is absent, with no copy-up for nothing.
+    get(ov, node, name)?;
+    copy_up(ov, node)?;
+    let (dir, obj) = node.real(ov)?;
+    sys::removexattr(
+        At {
+            dir: dir.as_fd(),
+            name: &obj,
+        },
+        &cname,
+    )
 }
 
 /// Answers a getxattr/listxattr the FUSE way: the size when `size` is 0, else the

@@ -1,0 +1,102 @@
+//! Attribute changes (the kernel's `ovl_setattr`): copy up first (without data when
+//! the file is truncated to zero), then change the upper object.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use fuser::{FileType, TimeOrNow};
+
+use crate::copy_up::copy_up_with;
+use crate::inode::Node;
+use crate::overlay::Overlay;
+use crate::sys::{self, Stat};
+
+/// The changes one setattr asks for.
+pub struct Changes {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut ns) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if ns < 0 {
+                    s -= 1;
+                    ns += 1_000_000_000;
+                }
+                libc::timespec {
+                    tv_sec: s,
+                    tv_nsec: ns,
+                }
+            }
+        },
+    }
+}
+
+/// Applies `c` to `node` (through `fh` when the node has no name left) and returns
+/// the new stat.
+pub fn setattr(
+    ov: &Overlay,
+    node: &Arc<Node>,
+    fh: Option<Arc<OwnedFd>>,
+    c: Changes,
+) -> io::Result<Stat> {
+    if c.size.is_some() && node.kind == FileType::Directory {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    let named = node.loc().is_some();
+    if named || fh.is_none() {
+        copy_up_with(ov, node, c.size != Some(0))?;
+    }
+    // Address the upper object by (dir, name), or an unlinked file by its open fd.
+    let (dir, name): (Arc<OwnedFd>, CString) = match (named, &fh) {
+        (false, Some(fd)) => (fd.clone(), CString::default()),
+        _ => node.real(ov)?,
+    };
+    let d = dir.as_fd();
+    if let Some(size) = c.size {
+        match &fh {
+            Some(fd) => sys::ftruncate(fd.as_fd(), size)?,
+            None => sys::ftruncate(sys::openat(d, &name, libc::O_WRONLY, 0)?.as_fd(), size)?,
+        }
+    }
+    if c.uid.is_some() || c.gid.is_some() {
+        sys::chownat(
+            d,
+            &name,
+            c.uid.unwrap_or(u32::MAX),
+            c.gid.unwrap_or(u32::MAX),
+        )?;
+    }
+    if let Some(mode) = c.mode {
+        if node.kind != FileType::Symlink {
+            sys::chmodat(d, &name, mode & 0o7777)?;
+        }
+    }
+    if c.atime.is_some() || c.mtime.is_some() {
+        sys::utimensat(d, &name, &[timespec(c.atime), timespec(c.mtime)])?;
+    }
+    sys::statat(d, &name)
+}

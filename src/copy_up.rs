@@ -1,0 +1,231 @@
+//! Copy-up (the kernel's `copy_up.c`): bringing a lower object into the upper layer
+//! before its first change, parents first.
+//!
+//! The copy is built in the work directory (data by FICLONE, else copy_file_range
+//! over the data extents so holes stay holes, else read/write; then owner, mode,
+//! xattrs except overlay-private ones, an origin record, times) and renamed into place
+//! in one step. Each node has its own copy lock: concurrent writers copy it once, and
+//! nothing else in the mount waits.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use fuser::FileType;
+use log::debug;
+
+use crate::inode::{LayerRef, Node, Stack};
+use crate::overlay::Overlay;
+use crate::sys::{self, At, Stat};
+use crate::whiteout::is_private_xattr;
+use crate::work::Work;
+
+/// The overlay xattr (after the `trusted.overlay.`/`user.overlay.` prefix) that records
+/// the inode number an object had before it was copied up.
+pub const ORIGIN: &str = "stratafs.origin";
+
+fn erofs() -> io::Error {
+    io::Error::from_raw_os_error(libc::EROFS)
+}
+
+/// Makes sure `node` is in the upper layer, copying it (and its parents) up if needed.
+pub fn copy_up(ov: &Overlay, node: &Arc<Node>) -> io::Result<()> {
+    copy_up_with(ov, node, true)
+}
+
+/// Copy-up that skips the data when the caller is about to truncate it to zero.
+pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Result<()> {
+    let work = ov.work.as_ref().ok_or_else(erofs)?;
+    if ov.settings.read_only {
+        return Err(erofs());
+    }
+    if node.stack().top() == 0 {
+        return Ok(());
+    }
+    let _guard = node.copy_lock.lock();
+    if node.stack().top() == 0 {
+        return Ok(()); // another writer did it meanwhile
+    }
+    let loc = node
+        .loc()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+    let parent = loc
+        .parent
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+    copy_up(ov, &parent)?;
+    let upper_parent = parent.dir_fd(ov, 0)?;
+    let (src_dir, src_name) = node.real(ov)?;
+    let st = sys::statat(src_dir.as_fd(), &src_name)?;
+    let tmp = work.tmp_name();
+    let built = build(work, &tmp, src_dir.as_fd(), &src_name, &st, with_data)
+        .and_then(|_| finish_meta(work, &tmp, src_dir.as_fd(), &src_name, &st, node.ino));
+    if let Err(e) = built {
+        work.remove(&tmp);
+        return Err(e);
+    }
+    // Copied-up entries make their directory "impure" (they carry origins).
+    let _ = work.set_xattr(upper_parent.as_fd(), c"", "impure", b"y");
+    if let Err(e) = sys::renameat2(
+        work.fd.as_fd(),
+        &tmp,
+        upper_parent.as_fd(),
+        &loc.name,
+        libc::RENAME_NOREPLACE,
+    ) {
+        work.remove(&tmp);
+        return Err(e);
+    }
+    let old = node.stack();
+    let mut refs = vec![LayerRef::new(0)];
+    if node.kind == FileType::Directory {
+        refs.extend(old.refs.iter().cloned());
+    }
+    node.set_stack(Stack::new(refs));
+    debug!("copied up {:?} (ino {})", loc.name, node.ino);
+    Ok(())
+}
+
+/// Creates the temporary copy `tmp` in the work dir: the object itself, and its data.
+fn build(
+    work: &Work,
+    tmp: &CString,
+    src_dir: BorrowedFd,
+    src: &CString,
+    st: &Stat,
+    with_data: bool,
+) -> io::Result<()> {
+    let w = work.fd.as_fd();
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => sys::mkdirat(w, tmp, 0o700),
+        libc::S_IFREG => {
+            let dst = sys::openat(w, tmp, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)?;
+            if with_data && st.st_size > 0 {
+                let srcfd = sys::openat(src_dir, src, libc::O_RDONLY, 0)?;
+                copy_data(&srcfd, &dst, st.st_size as u64)?;
+            }
+            Ok(())
+        }
+        libc::S_IFLNK => {
+            let target = sys::readlinkat(src_dir, src)?;
+            let target =
+                CString::new(target).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            sys::symlinkat(&target, w, tmp)
+        }
+        _ => sys::mknodat(w, tmp, st.st_mode, st.st_rdev),
+    }
+}
+
+/// Owner, mode, xattrs, origin and times of the copy, in the order that keeps them.
+fn finish_meta(
+    work: &Work,
+    tmp: &CString,
+    src_dir: BorrowedFd,
+    src: &CString,
+    st: &Stat,
+    ino: u64,
+) -> io::Result<()> {
+    let w = work.fd.as_fd();
+    sys::chownat(w, tmp, st.st_uid, st.st_gid)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        sys::chmodat(w, tmp, st.st_mode & 0o7777)?;
+    }
+    copy_xattrs(
+        At {
+            dir: src_dir,
+            name: src,
+        },
+        At { dir: w, name: tmp },
+    );
+    let _ = work.set_xattr(w, tmp, ORIGIN, &ino.to_le_bytes());
+    let times = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
+    sys::utimensat(w, tmp, &times)
+}
+
+/// Copies every xattr but the overlay-private ones; one that the upper refuses is
+/// skipped (as the kernel does for EOPNOTSUPP/EPERM).
+pub fn copy_xattrs(src: At, dst: At) {
+    let Ok(names) = sys::listxattr(src) else {
+        return;
+    };
+    for n in names.iter().filter(|n| !is_private_xattr(n)) {
+        let Ok(cn) = CString::new(n.clone()) else {
+            continue;
+        };
+        if let Ok(v) = sys::getxattr(src, &cn) {
+            if let Err(e) = sys::setxattr(dst, &cn, &v, 0) {
+                debug!("copy-up: xattr {cn:?} not copied: {e}");
+            }
+        }
+    }
+}
+
+/// Copies `size` bytes: reflink if the filesystem can, else the data extents only
+/// (holes stay holes), by copy_file_range or, failing that, read/write.
+pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
+    if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
+        return Ok(());
+    }
+    let mut off = 0u64;
+    while off < size {
+        let data = match sys::lseek(src.as_fd(), off as i64, libc::SEEK_DATA) {
+            Ok(Some(d)) => d as u64,
+            Ok(None) => break, // only a hole is left
+            Err(_) => off,     // no SEEK_DATA here: treat it all as data
+        };
+        let end = match sys::lseek(src.as_fd(), data as i64, libc::SEEK_HOLE) {
+            Ok(Some(h)) => (h as u64).min(size),
+            _ => size,
+        };
+        copy_range(src, dst, data, end.saturating_sub(data))?;
+        off = end.max(data + 1);
+    }
+    sys::ftruncate(dst.as_fd(), size)
+}
+
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut use_cfr = true;
+    let mut buf = Vec::new();
+    while len > 0 {
+        let want = len.min(CHUNK) as usize;
+        let n = if use_cfr {
+            match sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    use_cfr = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            buf.resize(want, 0);
+            let n = sys::pread(src.as_fd(), &mut buf, off)?;
+            let mut done = 0;
+            while done < n {
+                done += sys::pwrite(dst.as_fd(), &buf[done..n], off + done as u64)?;
+            }
+            n
+        };
+        if n == 0 {
+            break; // the source got shorter
+        }
+        off += n as u64;
+        len -= n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! Namespace changes (the kernel's `dir.c`): create, mknod, mkdir, symlink, link,
+//! unlink, rmdir and rename, with the whiteouts, opaque markers and redirects that
+//! keep the merged view right.
+//!
+//! Every new upper object is built in the work directory and renamed into place. A
+//! name that exists below the upper layer gets a whiteout when it goes away; a
+//! directory made where such a name was is opaque; a lower or merged directory that
+//! is renamed is copied up alone and records its old path as a redirect.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use fuser::FileType;
+
+use crate::copy_up::copy_up;
+use crate::inode::{LayerRef, Node, Stack};
+use crate::namei::{self, Found};
+use crate::overlay::Overlay;
+use crate::readdir;
+use crate::sys::{self, Stat};
+use crate::whiteout;
+use crate::work::{WhiteoutFormat, Work};
+
+fn err(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+fn work(ov: &Overlay) -> io::Result<&Work> {
+    if ov.settings.read_only {
+        return Err(err(libc::EROFS));
+    }
+    ov.work.as_ref().ok_or_else(|| err(libc::EROFS))
+}
+
+/// Who asks: owner of what gets created.
+#[derive(Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What to create.
+pub enum New<'a> {
+    File { mode: u32 },
+    Dir { mode: u32 },
+    Special { mode: u32, rdev: u64 },
+    Symlink { target: &'a CString },
+    Link { node: &'a Arc<Node> },
+}
+
+/// Looks `name` up, mapping ENOENT to `None`.
+fn find(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Option<Found>> {
+    match namei::lookup(ov, parent, name) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The node the kernel knows for a found object, or a transient one.
+fn node_for(ov: &Overlay, parent: &Arc<Node>, name: &CString, f: &Found) -> Arc<Node> {
+    match ov.table.get(f.ino) {
+        Some(n) if n.kind == f.kind => {
+            n.add_alias(parent, name);
+            n
+        }
+        _ => Arc::new(Node::new(
+            f.ino,
+            f.kind,
+            parent.clone(),
+            name.clone(),
+            f.refs.clone(),
+        )),
+    }
+}
+
+fn is_upper(ov: &Overlay, f: &Found) -> bool {
+    f.refs.first().is_some_and(|r| ov.layer(r.layer).is_upper)
+}
+
+/// Creates `name` in `parent`. Returns the new node, its stat, and for a regular file
+/// an fd open read-write on it.
+pub fn create(
+    ov: &Overlay,
+    parent: &Arc<Node>,
+    name: &CString,
+    caller: Caller,
+    what: New,
+) -> io::Result<(Arc<Node>, Stat, Option<OwnedFd>)> {
+    let work = work(ov)?;
+    if let New::Special { mode, rdev: 0 } = what {
+        if mode & libc::S_IFMT == libc::S_IFCHR {
+            // A char device 0/0 is a whiteout on an overlay: the kernel refuses it too.
+            return Err(err(libc::EPERM));
+        }
+    }
+    if let New::Link { node } = what {
+        copy_up(ov, node)?;
+    }
+    copy_up(ov, parent)?;
+    if find(ov, parent, name)?.is_some() {
+        return Err(err(libc::EEXIST));
+    }
+    let up = parent.dir_fd(ov, 0)?;
+    let char_wh = sys::statat(up.as_fd(), name).is_ok_and(|st| whiteout::is_whiteout_dev(&st));
+    let aufs_wh = !char_wh && whiteout::upper_has(up.as_fd(), name);
+    let pst = sys::fstat(up.as_fd())?;
+    let gid = if pst.st_mode & libc::S_ISGID != 0 {
+        pst.st_gid
+    } else {
+        caller.gid
+    };
+    let w = work.fd.as_fd();
+    let tmp = work.tmp_name();
+    let mut file = None;
+    let built: io::Result<()> = (|| {
+        let (mode, is_dir) = match &what {
+            New::File { mode } => {
+                file = Some(sys::openat(
+                    w,
+                    &tmp,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                    mode & 0o7777,
+                )?);
+                (*mode, false)
+            }
+            New::Dir { mode } => {
+                sys::mkdirat(w, &tmp, mode & 0o7777)?;
+                let sgid = if pst.st_mode & libc::S_ISGID != 0 {
+                    libc::S_ISGID
+                } else {
+                    0
+                };
+                (mode | sgid, true)
+            }
+            New::Special { mode, rdev } => {
+                sys::mknodat(w, &tmp, *mode, *rdev)?;
+                (*mode, false)
+            }
+            New::Symlink { target } => {
+                sys::symlinkat(target, w, &tmp)?;
+                sys::chownat(w, &tmp, caller.uid, gid)?;
+                return Ok(());
+            }
+            New::Link { node } => {
+                let (sdir, sname) = node.real(ov)?;
+                return sys::linkat(sdir.as_fd(), &sname, w, &tmp);
+            }
+        };
+        sys::chownat(w, &tmp, caller.uid, gid)?;
+        // chown may clear set-id bits, and mkdir/open masked nothing (umask 0): set the mode last.
+        sys::chmodat(w, &tmp, mode & 0o7777)?;
+        if is_dir && (char_wh || aufs_wh) {
+            whiteout::set_opaque(work, w, &tmp)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = built.and_then(|_| publish(work, &tmp, up.as_fd(), name, char_wh)) {
+        work.remove(&tmp);
+        return Err(e);
+    }
+    if aufs_wh {
+        whiteout::drop_aufs(up.as_fd(), name);
+    }
+    let st = sys::statat(up.as_fd(), name)?;
+    let (kind, ino) = match &what {
+        New::Link { node } => (node.kind, node.ino),
+        _ => {
+            let kind = crate::inode::kind_of(st.st_mode).ok_or_else(|| err(libc::EIO))?;
+            (kind, ov.inos.map(ov.layer(0), st.st_dev, st.st_ino))
+        }
+    };
+    let node = ov
+        .table
+        .lookup_ref(ino, kind, parent, name, vec![LayerRef::new(0)]);
+    Ok((node, st, file))
+}
+
+/// Renames the finished object `tmp` from the work dir to (`dir`, `name`), replacing
+/// a char whiteout there if `over_whiteout`.
+fn publish(
+    work: &Work,
+    tmp: &CString,
+    dir: BorrowedFd,
+    name: &CString,
+    over_whiteout: bool,
+) -> io::Result<()> {
+    let w = work.fd.as_fd();
+    if !over_whiteout {
+        return sys::renameat2(w, tmp, dir, name, libc::RENAME_NOREPLACE);
+    }
+    // Exchange, then drop the whiteout that came back: works for directories too,
+    // which rename(2) cannot put over a char device.
+    sys::renameat2(w, tmp, dir, name, libc::RENAME_EXCHANGE)?;
+    work.remove(tmp);
+    Ok(())
+}
+
+/// Replaces the upper object (`dir`, `name`) by a whiteout in one step.
+fn replace_with_whiteout(
+    work: &Work,
+    dir: BorrowedFd,
+    name: &CString,
+    is_dir: bool,
+) -> io::Result<()> {
+    match work.whiteout {
+        WhiteoutFormat::CharDev => {
+            let tmp = whiteout::create_in_work(work)?;
+            let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
+            if let Err(e) = sys::renameat2(work.fd.as_fd(), &tmp, dir, name, flags) {
+                work.remove(&tmp);
+                return Err(e);
+            }
+            if is_dir {
+                work.remove(&tmp);
+            }
+            Ok(())
+        }
+        WhiteoutFormat::Aufs => {
+            // The whiteout first: while both stand, the real entry still wins.
+            whiteout::create(work, dir, name)?;
+            remove_upper(work, dir, name, is_dir)
+        }
+    }
+}
+
+/// Removes an upper object; a directory (which may still hold whiteouts) is moved
+/// into the work dir first and removed there.
+fn remove_upper(work: &Work, dir: BorrowedFd, name: &CString, is_dir: bool) -> io::Result<()> {
+    if !is_dir {
+        return sys::unlinkat(dir, name, false);
+    }
+    let tmp = work.tmp_name();
+    sys::renameat2(dir, name, work.fd.as_fd(), &tmp, 0)?;
+    work.remove(&tmp);
+    Ok(())
+}
+
+/// unlink or rmdir of `name` in `parent`.
+pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> io::Result<()> {
+    let work = work(ov)?;
+    let found = find(ov, parent, name)?.ok_or_else(|| err(libc::ENOENT))?;
+    let is_dir = found.kind == FileType::Directory;
+    if rmdir && !is_dir {
+        return Err(err(libc::ENOTDIR));
+    }
+    if !rmdir && is_dir {
+        return Err(err(libc::EISDIR));
+    }
+    let node = node_for(ov, parent, name, &found);
+    if is_dir && readdir::list(ov, &node)?.len() > 2 {
+        return Err(err(libc::ENOTEMPTY));
+    }
+    copy_up(ov, parent)?;
+    let up = parent.dir_fd(ov, 0)?;
+    let lower = namei::lower_positive(ov, parent, name)?;
+    match (is_upper(ov, &found), lower) {
+        (true, true) => replace_with_whiteout(work, up.as_fd(), name, is_dir)?,
+        (true, false) => remove_upper(work, up.as_fd(), name, is_dir)?,
+        (false, _) => whiteout::create(work, up.as_fd(), name)?,
+    }
+    node.remove_alias(parent, name);
+    Ok(())
+}
+
+/// Prepares a directory about to move: copied up alone, with a redirect to where its
+/// lower parts are when it has any. Returns its lower paths (layer, path) to keep.
+fn prepare_dir_move(
+    ov: &Overlay,
+    work: &Work,
+    node: &Arc<Node>,
+) -> io::Result<Vec<(u16, Arc<CString>)>> {
+    let stack = node.stack();
+    let mut lower_paths = Vec::new();
+    for r in stack.refs.iter().filter(|r| !ov.layer(r.layer).is_upper) {
+        let p = node.layer_path(r.layer)?;
+        lower_paths.push((
+            r.layer,
+            Arc::new(CString::new(p).map_err(|_| err(libc::EINVAL))?),
+        ));
+    }
+    copy_up(ov, node)?;
+    if let Some((_, first)) = lower_paths.first() {
+        let mut v = b"/".to_vec();
+        v.extend_from_slice(first.to_bytes());
+        let (dir, _) = node.real(ov)?;
+        work.set_xattr(dir.as_fd(), c"", "redirect", &v)?;
+    }
+    Ok(lower_paths)
+}
+
+/// After a move: the node answers to its new name, and its lower parts stay where
+/// they were (recorded as paths, since its name no longer leads to them).
+fn moved(
+    node: &Arc<Node>,
+    from: (&Arc<Node>, &CString),
+    to: (&Arc<Node>, &CString),
+    lower_paths: Vec<(u16, Arc<CString>)>,
+) {
+    node.remove_alias(from.0, from.1);
+    node.add_alias(to.0, to.1);
+    if node.kind == FileType::Directory && !lower_paths.is_empty() {
+        let refs: Vec<LayerRef> = node
+            .stack()
+            .refs
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if let Some((_, p)) = lower_paths.iter().find(|(l, _)| *l == r.layer) {
+                    r.path = Some(p.clone());
+                }
+                r
+            })
+            .collect();
+        node.set_stack(Stack::new(refs));
+    }
+}
+
+/// rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE. Directories of any layer move.
+pub fn rename(
+    ov: &Overlay,
+    p1: &Arc<Node>,
+    n1: &CString,
+    p2: &Arc<Node>,
+    n2: &CString,
+    flags: u32,
+) -> io::Result<()> {
+    let work = work(ov)?;
+    if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+        || flags & libc::RENAME_NOREPLACE != 0 && flags & libc::RENAME_EXCHANGE != 0
+    {
+        return Err(err(libc::EINVAL));
+    }
+    let exchange = flags & libc::RENAME_EXCHANGE != 0;
+    let src = find(ov, p1, n1)?.ok_or_else(|| err(libc::ENOENT))?;
+    let dst = find(ov, p2, n2)?;
+    if exchange && dst.is_none() {
+        return Err(err(libc::ENOENT));
+    }
+    if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+        return Err(err(libc::EEXIST));
+    }
+    if dst.as_ref().is_some_and(|d| d.ino == src.ino) {
+        return Ok(()); // the same file: nothing to do
+    }
+    let src_dir = src.kind == FileType::Directory;
+    let src_node = node_for(ov, p1, n1, &src);
+    let dst_node = dst.as_ref().map(|d| node_for(ov, p2, n2, d));
+    if let (Some(d), false) = (&dst, exchange) {
+        let dst_dir = d.kind == FileType::Directory;
+        if src_dir && !dst_dir {
+            return Err(err(libc::ENOTDIR));
+        }
+        if !src_dir && dst_dir {
+            return Err(err(libc::EISDIR));
+        }
+        if let (true, Some(dn)) = (dst_dir, &dst_node) {
+            if readdir::list(ov, dn)?.len() > 2 {
+                return Err(err(libc::ENOTEMPTY));
+            }
+        }
+    }
+    copy_up(ov, p1)?;
+    copy_up(ov, p2)?;
+    let up1 = p1.dir_fd(ov, 0)?;
+    let up2 = p2.dir_fd(ov, 0)?;
+    let src_lower = namei::lower_positive(ov, p1, n1)?;
+    let dst_lower = namei::lower_positive(ov, p2, n2)?;
+
+    // Bring the moving objects up: files whole, directories alone with a redirect.
+    let prepare = |node: &Arc<Node>| -> io::Result<Vec<(u16, Arc<CString>)>> {
+        if node.kind == FileType::Directory {
+            prepare_dir_move(ov, work, node)
+        } else {
+            copy_up(ov, node).map(|_| Vec::new())
+        }
+    };
+    let src_paths = prepare(&src_node)?;
+    // A directory without lower parts that lands on a name with lower entries must
+    // hide them.
+    if src_dir && src_paths.is_empty() && dst_lower {
+        whiteout::set_opaque(work, up1.as_fd(), n1)?;
+    }
+
+    if exchange {
+        let dst_node = dst_node.ok_or_else(|| err(libc::ENOENT))?;
+        let dst_paths = prepare(&dst_node)?;
+        if dst_node.kind == FileType::Directory && dst_paths.is_empty() && src_lower {
+            whiteout::set_opaque(work, up2.as_fd(), n2)?;
+        }
+        sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
+        moved(&src_node, (p1, n1), (p2, n2), src_paths);
+        moved(&dst_node, (p2, n2), (p1, n1), dst_paths);
+        return Ok(());
+    }
+
+    // An upper directory being replaced may still hold whiteouts: swap in an empty one.
+    if let Some(d) = &dst {
+        if d.kind == FileType::Directory && is_upper(ov, d) {
+            let tmp = work.tmp_name();
+            sys::mkdirat(work.fd.as_fd(), &tmp, 0o700)?;
+            if let Err(e) = sys::renameat2(
+                work.fd.as_fd(),
+                &tmp,
+                up2.as_fd(),
+                n2,
+                libc::RENAME_EXCHANGE,
+            ) {
+                work.remove(&tmp);
+                return Err(e);
+            }
+            work.remove(&tmp);
+        }
+    }
+    let char_wh_at_dst =
+        sys::statat(up2.as_fd(), n2).is_ok_and(|st| whiteout::is_whiteout_dev(&st));
+    let aufs_at_dst = whiteout::upper_has(up2.as_fd(), n2) && !char_wh_at_dst;
+    if src_dir && char_wh_at_dst {
+        // rename(2) cannot put a directory over a char device: exchange, and the
+        // whiteout lands on the old name, where it is needed or dropped.
+        sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
+        if !src_lower {
+            sys::unlinkat(up1.as_fd(), n1, false)?;
+        }
+    } else if src_lower && work.whiteout == WhiteoutFormat::CharDev {
+        match sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_WHITEOUT) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, 0)?;
+                whiteout::create(work, up1.as_fd(), n1)?;
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, 0)?;
+        if src_lower {
+            whiteout::create(work, up1.as_fd(), n1)?;
+        }
+    }
+    if aufs_at_dst {
+        whiteout::drop_aufs(up2.as_fd(), n2);
+    }
+    if let Some(dn) = dst_node {
+        dn.remove_alias(p2, n2);
+    }
+    moved(&src_node, (p1, n1), (p2, n2), src_paths);
+    Ok(())
+}

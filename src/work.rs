@@ -1,0 +1,161 @@
+//! The upper layer's work directory (`WORKDIR/work`): every new upper object (copy-up,
+//! create, whiteout over a directory) is built here and renamed into place, so a crash
+//! never leaves a half-made object visible. Also decides, once per mount, which
+//! formats the upper filesystem allows: char 0/0 whiteouts or `.wh.` files, and
+//! `trusted.` or `user.` overlay xattrs.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use log::info;
+
+use crate::sys::{self, At};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhiteoutFormat {
+    /// A char device 0/0, as kernel overlayfs writes.
+    CharDev,
+    /// An empty `.wh.NAME` file (where mknod is not allowed).
+    Aufs,
+}
+
+/// Where the overlay's own xattrs go on the upper filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrNs {
+    Trusted,
+    User,
+    /// Neither is allowed: opaque directories get a `.wh..wh..opq` file instead.
+    None,
+}
+
+pub struct Work {
+    pub fd: OwnedFd,
+    pub whiteout: WhiteoutFormat,
+    pub ns: XattrNs,
+    next: AtomicU64,
+}
+
+impl Work {
+    /// Opens (creating if needed) `workdir/work`, empties it of leftovers from an
+    /// earlier run, and probes what the filesystem allows.
+    pub fn open(workdir: &Path) -> Result<Work, String> {
+        let c = CString::new(workdir.as_os_str().as_bytes())
+            .map_err(|_| "invalid workdir path".to_string())?;
+        let wdir = sys::open_path(&c, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| format!("workdir {}: {e}", workdir.display()))?;
+        match sys::mkdirat(wdir.as_fd(), c"work", 0o700) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(format!(
+                    "workdir {}: cannot create work: {e}",
+                    workdir.display()
+                ))
+            }
+        }
+        let fd = sys::openat(wdir.as_fd(), c"work", libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
+        clean_dir(fd.as_fd())
+            .map_err(|e| format!("workdir {}/work: cannot clean: {e}", workdir.display()))?;
+        let whiteout = if std::env::var_os("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT").is_some()
+            || std::env::var("STRATAFS_WHITEOUT").is_ok_and(|v| v == "aufs")
+        {
+            WhiteoutFormat::Aufs
+        } else {
+            match sys::mknodat(fd.as_fd(), c"#probe", libc::S_IFCHR, 0) {
+                Ok(()) => {
+                    let _ = sys::unlinkat(fd.as_fd(), c"#probe", false);
+                    WhiteoutFormat::CharDev
+                }
+                Err(_) => WhiteoutFormat::Aufs,
+            }
+        };
+        let ns = probe_xattr_ns(fd.as_fd());
+        info!("upper formats: whiteouts as {whiteout:?}, overlay xattrs in {ns:?}");
+        Ok(Work {
+            fd,
+            whiteout,
+            ns,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// A fresh name for a temporary object in the work directory.
+    pub fn tmp_name(&self) -> CString {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#{:x}.{n:x}", std::process::id())).unwrap_or_default()
+    }
+
+    /// The full name of overlay xattr `what` (`opaque`, `redirect`, ...) in our namespace.
+    pub fn xattr(&self, what: &str) -> Option<CString> {
+        let prefix = match self.ns {
+            XattrNs::Trusted => "trusted.overlay.",
+            XattrNs::User => "user.overlay.",
+            XattrNs::None => return None,
+        };
+        CString::new(format!("{prefix}{what}")).ok()
+    }
+
+    /// Sets overlay xattr `what` on (`dir`, `name`).
+    pub fn set_xattr(
+        &self,
+        dir: BorrowedFd,
+        name: &CStr,
+        what: &str,
+        value: &[u8],
+    ) -> io::Result<()> {
+        let attr = self
+            .xattr(what)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTSUP))?;
+        sys::setxattr(At { dir, name }, &attr, value, 0)
+    }
+
+    /// Removes a temporary object (a whole tree for a directory) from the work dir.
+    pub fn remove(&self, name: &CStr) {
+        let _ = remove_tree(self.fd.as_fd(), name);
+    }
+}
+
+fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
+    if sys::mkdirat(work, c"#probe", 0o700).is_err() {
+        return XattrNs::None;
+    }
+    let at = At {
+        dir: work,
+        name: c"#probe",
+    };
+    let ns = if sys::setxattr(at, c"trusted.overlay.opaque", b"y", 0).is_ok() {
+        XattrNs::Trusted
+    } else if sys::setxattr(at, c"user.overlay.opaque", b"y", 0).is_ok() {
+        XattrNs::User
+    } else {
+        XattrNs::None
+    };
+    let _ = sys::unlinkat(work, c"#probe", true);
+    ns
+}
+
+/// Removes everything inside the directory `dir`.
+fn clean_dir(dir: BorrowedFd) -> io::Result<()> {
+    let rd = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    for e in sys::read_dir_all(rd.as_fd())? {
+        let name = CString::new(e.name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        remove_tree(dir, &name)?;
+    }
+    Ok(())
+}
+
+/// Removes (`dir`, `name`), recursively if it is a directory; never follows a symlink.
+pub fn remove_tree(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    let st = sys::statat(dir, name)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return sys::unlinkat(dir, name, false);
+    }
+    let sub = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    clean_dir(sub.as_fd())?;
+    sys::unlinkat(dir, name, true)
+}
