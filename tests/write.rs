@@ -1,0 +1,81 @@
+//! The write path on real mounts: copy-up keeps metadata, deletes leave whiteouts,
+//! `rm -rf D; mkdir D` never brings old entries back, directories rename without
+//! EXDEV; all of it also after a remount.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+#[test]
+fn copy_up_delete_recreate_and_dir_rename_survive_remount() {
+    assert_root();
+    let t = TempDir::new("write");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("f"), "lower\n");
+    std::os::unix::fs::chown(l.join("f"), Some(1234), Some(4321)).unwrap();
+    chmod(&l.join("f"), 0o640);
+    set_xattr(&l.join("f"), "user.k", b"v");
+    write(&l.join("D/a"), "a");
+    write(&l.join("D/sub/b"), "b");
+    write(&l.join("R/x"), "x");
+    write(&l.join("gone"), "gone");
+    let m_dir = t.dir("m");
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let m = Mount::new(&opts, &m_dir);
+
+    // copy-up on write keeps owner, mode, xattrs; the lower is untouched
+    let ino = fs::metadata(m.p("f")).unwrap().ino();
+    fs::OpenOptions::new().append(true).open(m.p("f")).unwrap();
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(m.p("f"))
+        .unwrap()
+        .write_all(b"more\n")
+        .unwrap();
+    let md = fs::metadata(u.join("f")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (1234, 4321, 0o640)
+    );
+    assert_eq!(get_xattr(&m.p("f"), "user.k").unwrap(), b"v");
+    assert_eq!(fs::read_to_string(m.p("f")).unwrap(), "lower\nmore\n");
+    assert_eq!(fs::read_to_string(l.join("f")).unwrap(), "lower\n");
+    assert_eq!(
+        fs::metadata(m.p("f")).unwrap().ino(),
+        ino,
+        "copy-up changed the inode number"
+    );
+    // a read-only open never copies up
+    fs::read(m.p("R/x")).unwrap();
+    assert!(!u.join("R").exists());
+
+    // delete, rm -rf + mkdir, dir rename
+    fs::remove_file(m.p("gone")).unwrap();
+    fs::remove_dir_all(m.p("D")).unwrap();
+    fs::create_dir(m.p("D")).unwrap();
+    fs::write(m.p("D/new"), "new").unwrap();
+    fs::rename(m.p("R"), m.p("R2")).unwrap();
+    let check = |m: &Mount| {
+        assert!(!m.p("gone").exists());
+        assert_eq!(names(&m.p("D")), vec!["new"]);
+        assert!(!m.p("D/a").exists() && !m.p("D/sub").exists());
+        assert!(!m.p("R").exists());
+        assert_eq!(fs::read_to_string(m.p("R2/x")).unwrap(), "x");
+        assert_eq!(fs::read_to_string(m.p("f")).unwrap(), "lower\nmore\n");
+        assert_eq!(fs::metadata(m.p("f")).unwrap().ino(), ino);
+    };
+    check(&m);
+    drop_caches();
+    check(&m);
+    m.unmount();
+    drop(m);
+    let m = Mount::new(&opts, &m_dir);
+    check(&m);
+    // the lower layer never changed
+    assert_eq!(names(&l.join("D")), vec!["a", "sub"]);
+    assert!(l.join("R/x").exists() && l.join("gone").exists());
+    m.unmount();
+}
