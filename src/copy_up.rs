@@ -215,9 +215,8 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::R
         } else {
             buf.resize(want, 0);
             let n = sys::pread(src.as_fd(), &mut buf, off)?;
-            let mut done = 0;
-            while done < n {
-                done += sys::pwrite(dst.as_fd(), &buf[done..n], off + done as u64)?;
+            if crate::file::write(dst, off, &buf[..n])? < n {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
             }
             n
         };

@@ -2,6 +2,7 @@
 //! into calls on the modules that do the work, and their results into replies.
 
 use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ impl Filesystem for StrataFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let result = self.node(ino).and_then(|n| {
             let st = match fh.and_then(|fh| self.handles.file(fh.0)) {
-                Some(fd) if n.loc().is_none() => crate::sys::fstat(std::os::fd::AsFd::as_fd(&*fd)),
+                Some(fd) if n.loc().is_none() => crate::sys::fstat(fd.as_fd()),
                 _ => n.stat(&self.ov),
             };
             st.map(|st| n.attr(&st)).map_err(errno)
@@ -131,12 +132,9 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(fd) = self.handles.file(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match file::read(&fd, offset, size) {
+        match self.on_file(fh, |fd| file::read(fd, offset, size)) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -447,12 +445,9 @@ impl Filesystem for StrataFs {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let Some(fd) = self.handles.file(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match file::write(&fd, offset, data) {
+        match self.on_file(fh, |fd| file::write(fd, offset, data)) {
             Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -464,12 +459,9 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(fd) = self.handles.file(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match crate::sys::fsync(std::os::fd::AsFd::as_fd(&*fd), datasync) {
+        match self.on_file(fh, |fd| crate::sys::fsync(fd.as_fd(), datasync)) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -483,12 +475,11 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let Some(fd) = self.handles.file(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match crate::sys::fallocate(std::os::fd::AsFd::as_fd(&*fd), mode, offset, length) {
+        match self.on_file(fh, |fd| {
+            crate::sys::fallocate(fd.as_fd(), mode, offset, length)
+        }) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -523,6 +514,16 @@ impl Filesystem for StrataFs {
 }
 
 impl StrataFs {
+    /// Runs `f` on the open file behind handle `fh` (EBADF for an unknown handle).
+    fn on_file<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(&OwnedFd) -> std::io::Result<T>,
+    ) -> Result<T, Errno> {
+        let fd = self.handles.file(fh.0).ok_or(Errno::EBADF)?;
+        f(&fd).map_err(errno)
+    }
+
     /// A directory node and a checked name in it.
     fn dir_and_name(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Node>, CString), Errno> {
         let p = self.node(parent)?;

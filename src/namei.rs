@@ -46,8 +46,7 @@ pub fn check_name(name: &[u8]) -> io::Result<CString> {
 /// Resolves `name` in the merged directory `parent`.
 pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Found> {
     let pstack = parent.stack();
-    let wh_name = CString::new(whiteout::aufs_whiteout_name(name.as_bytes()))
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let wh_name = whiteout::aufs_whiteout_name(name.as_bytes())?;
     let mut top: Option<(Stat, u16, Option<u64>)> = None;
     let mut refs: Vec<LayerRef> = Vec::new();
     let last = pstack.refs.len().saturating_sub(1);
@@ -91,11 +90,18 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
             break;
         }
         let sub = sys::openat(dir.as_fd(), name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        let more_below = pos < last || (pref.layer as usize) + 1 < ov.layers.len();
-        let opacity = if more_below {
-            whiteout::opacity(sub.as_fd(), c"")
+        // Opaque markers and redirects matter only where a layer lies below; one
+        // listxattr serves both.
+        let (xattrs, opacity) = if (pref.layer as usize) + 1 < ov.layers.len() {
+            let names = sys::listxattr(At {
+                dir: sub.as_fd(),
+                name: c"",
+            })
+            .unwrap_or_default();
+            let opacity = whiteout::opacity_with(sub.as_fd(), c"", &names);
+            (names, opacity)
         } else {
-            Opacity::Transparent
+            (Vec::new(), Opacity::Transparent)
         };
         refs.push(LayerRef {
             layer: pref.layer,
@@ -105,7 +111,7 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
         if opacity == Opacity::Opaque {
             break;
         }
-        if let Some(target) = read_redirect(sub.as_fd()) {
+        if let Some(target) = read_redirect(sub.as_fd(), &xattrs) {
             // A renamed directory: its lower parts are found at the recorded path.
             let path = if target.first() == Some(&b'/') {
                 target[1..].to_vec()
@@ -161,7 +167,7 @@ fn follow_redirect(
                 Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return Ok(()),
                 Ok(_) => {}
                 Err(_) => {
-                    let wh = CString::new(whiteout::aufs_whiteout_name(comp)).unwrap_or_default();
+                    let wh = whiteout::aufs_whiteout_name(comp)?;
                     if sys::statat(dir, &wh).is_ok() {
                         return Ok(());
                     }
@@ -201,10 +207,12 @@ pub fn read_origin(dir: BorrowedFd, name: &std::ffi::CStr) -> Option<u64> {
     })
 }
 
-/// The redirect recorded on a renamed directory (open as `dir`), if any.
-fn read_redirect(dir: BorrowedFd) -> Option<Vec<u8>> {
+/// The redirect recorded on a renamed directory (open as `dir`, its xattr names
+/// listed in `names`), if any.
+fn read_redirect(dir: BorrowedFd, names: &[Vec<u8>]) -> Option<Vec<u8>> {
     REDIRECT_XATTRS
         .iter()
+        .filter(|attr| names.iter().any(|n| n.as_slice() == attr.to_bytes()))
         .find_map(|attr| sys::getxattr(At { dir, name: c"" }, attr).ok())
         .filter(|v| !v.is_empty())
 }
@@ -213,8 +221,7 @@ fn read_redirect(dir: BorrowedFd) -> Option<Vec<u8>> {
 /// renaming it away needs a whiteout.)
 pub fn lower_positive(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<bool> {
     let pstack = parent.stack();
-    let wh_name = CString::new(whiteout::aufs_whiteout_name(name.as_bytes()))
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let wh_name = whiteout::aufs_whiteout_name(name.as_bytes())?;
     for pref in pstack.refs.iter().filter(|r| !ov.layer(r.layer).is_upper) {
         let dir = match parent.dir_fd(ov, pref.layer) {
             Ok(fd) => fd,

@@ -85,21 +85,25 @@ pub fn readlinkat(dir: BorrowedFd, name: &CStr) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Runs a size-returning syscall again while it is interrupted.
+fn retry_eintr(mut f: impl FnMut() -> libc::ssize_t) -> io::Result<usize> {
     loop {
-        let ret = unsafe {
-            libc::pread64(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                offset as i64,
-            )
-        };
-        match cvt_size(ret) {
+        match cvt_size(f()) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             other => return other,
         }
     }
+}
+
+pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    retry_eintr(|| unsafe {
+        libc::pread64(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as i64,
+        )
+    })
 }
 
 /// One entry of a raw directory listing.
@@ -241,20 +245,14 @@ pub fn ftruncate(fd: BorrowedFd, size: u64) -> io::Result<()> {
 }
 
 pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
-    loop {
-        let ret = unsafe {
-            libc::pwrite64(
-                fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                offset as i64,
-            )
-        };
-        match cvt_size(ret) {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            other => return other,
-        }
-    }
+    retry_eintr(|| unsafe {
+        libc::pwrite64(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            offset as i64,
+        )
+    })
 }
 
 pub fn fsync(fd: BorrowedFd, datasync: bool) -> io::Result<()> {

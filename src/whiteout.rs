@@ -38,11 +38,11 @@ pub fn is_aufs_name(name: &[u8]) -> bool {
 }
 
 /// The `.wh.NAME` file name that whites out `name`.
-pub fn aufs_whiteout_name(name: &[u8]) -> Vec<u8> {
+pub fn aufs_whiteout_name(name: &[u8]) -> io::Result<std::ffi::CString> {
     let mut v = Vec::with_capacity(name.len() + WH_PREFIX.len());
     v.extend_from_slice(WH_PREFIX);
     v.extend_from_slice(name);
-    v
+    std::ffi::CString::new(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,21 +58,25 @@ pub enum Opacity {
 /// The opacity of the directory open as `dir` (any fd, `O_PATH` is enough).
 /// `name` is empty to address `dir` itself.
 pub fn opacity(dir: BorrowedFd, name: &CStr) -> Opacity {
+    let names = sys::listxattr(At { dir, name }).unwrap_or_default();
+    opacity_with(dir, name, &names)
+}
+
+/// [`opacity`] for a directory whose xattr names the caller has already listed.
+pub fn opacity_with(dir: BorrowedFd, name: &CStr, names: &[Vec<u8>]) -> Opacity {
     let at = At { dir, name };
     let mut result = Opacity::Transparent;
-    if let Ok(names) = sys::listxattr(at) {
-        for attr in names
-            .iter()
-            .filter(|n| OPAQUE_XATTRS.contains(&n.as_slice()))
-        {
-            let Ok(cattr) = std::ffi::CString::new(attr.clone()) else {
-                continue;
-            };
-            match sys::getxattr(at, &cattr).as_deref() {
-                Ok(b"y") => return Opacity::Opaque,
-                Ok(b"x") => result = Opacity::XWhiteouts,
-                _ => {}
-            }
+    for attr in names
+        .iter()
+        .filter(|n| OPAQUE_XATTRS.contains(&n.as_slice()))
+    {
+        let Ok(cattr) = std::ffi::CString::new(attr.clone()) else {
+            continue;
+        };
+        match sys::getxattr(at, &cattr).as_deref() {
+            Ok(b"y") => return Opacity::Opaque,
+            Ok(b"x") => result = Opacity::XWhiteouts,
+            _ => {}
         }
     }
     if name.is_empty() && sys::statat(dir, OPAQUE_MARKER).is_ok() {
@@ -113,8 +117,7 @@ pub fn create(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
     match work.whiteout {
         WhiteoutFormat::CharDev => sys::mknodat(dir, name, libc::S_IFCHR, 0),
         WhiteoutFormat::Aufs => {
-            let wh = std::ffi::CString::new(aufs_whiteout_name(name.to_bytes()))
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let wh = aufs_whiteout_name(name.to_bytes())?;
             sys::openat(dir, &wh, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0).map(drop)
         }
     }
@@ -130,7 +133,7 @@ pub fn create_in_work(work: &Work) -> io::Result<std::ffi::CString> {
 /// After an upper object was put at `name` in `dir`, drops an AUFS `.wh.NAME` that
 /// may still stand beside it (a char whiteout was replaced by the rename itself).
 pub fn drop_aufs(dir: BorrowedFd, name: &CStr) {
-    if let Ok(wh) = std::ffi::CString::new(aufs_whiteout_name(name.to_bytes())) {
+    if let Ok(wh) = aufs_whiteout_name(name.to_bytes()) {
         let _ = sys::unlinkat(dir, &wh, false);
     }
 }
@@ -150,6 +153,5 @@ pub fn upper_has(dir: BorrowedFd, name: &CStr) -> bool {
     if sys::statat(dir, name).is_ok_and(|st| is_whiteout_dev(&st)) {
         return true;
     }
-    std::ffi::CString::new(aufs_whiteout_name(name.to_bytes()))
-        .is_ok_and(|wh| sys::statat(dir, &wh).is_ok())
+    aufs_whiteout_name(name.to_bytes()).is_ok_and(|wh| sys::statat(dir, &wh).is_ok())
 }
