@@ -238,6 +238,23 @@ fn remove_upper(work: &Work, dir: BorrowedFd, name: &CString, is_dir: bool) -> i
     Ok(())
 }
 
+/// A lower hard link about to lose a name is copied up first (with its other names,
+/// see `links`), so those names see the link count drop, as with the kernel's
+/// index=on. Returns what the name now is.
+fn copy_up_lower_link(
+    ov: &Overlay,
+    parent: &Arc<Node>,
+    name: &CString,
+    found: Found,
+    node: &Arc<Node>,
+) -> io::Result<Found> {
+    if found.kind == FileType::Directory || is_upper(ov, &found) || found.stat.st_nlink < 2 {
+        return Ok(found);
+    }
+    copy_up(ov, node)?;
+    find(ov, parent, name)?.ok_or_else(|| err(libc::ENOENT))
+}
+
 /// unlink or rmdir of `name` in `parent`.
 pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> io::Result<()> {
     let work = work(ov)?;
@@ -253,6 +270,7 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
     if is_dir && readdir::list(ov, &node)?.len() > 2 {
         return Err(err(libc::ENOTEMPTY));
     }
+    let found = copy_up_lower_link(ov, parent, name, found, &node)?;
     copy_up(ov, parent)?;
     let up = parent.dir_fd(ov, 0)?;
     let lower = namei::lower_positive(ov, parent, name)?;
@@ -348,6 +366,10 @@ pub fn rename(
     let src_dir = src.kind == FileType::Directory;
     let src_node = node_for(ov, p1, n1, &src);
     let dst_node = dst.as_ref().map(|d| node_for(ov, p2, n2, d));
+    let dst = match (dst, &dst_node) {
+        (Some(d), Some(dn)) if !exchange => Some(copy_up_lower_link(ov, p2, n2, d, dn)?),
+        (d, _) => d,
+    };
     if let (Some(d), false) = (&dst, exchange) {
         let dst_dir = d.kind == FileType::Directory;
         if src_dir && !dst_dir {

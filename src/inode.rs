@@ -205,6 +205,17 @@ impl Node {
         );
     }
 
+    /// Records a further name for this node without making it the one used to reach it.
+    pub fn add_alias_last(&self, parent: &Arc<Node>, name: &CStr) {
+        let mut a = self.aliases.write();
+        if !a.iter().any(|l| l.is(parent, name)) {
+            a.push(Loc {
+                parent: Some(parent.clone()),
+                name: name.to_owned(),
+            });
+        }
+    }
+
     /// Forgets a name (unlinked or renamed away); returns how many are left.
     pub fn remove_alias(&self, parent: &Node, name: &CStr) -> usize {
         let mut a = self.aliases.write();

@@ -13,6 +13,7 @@ mod file;
 mod fs;
 mod inode;
 mod inspect;
+mod links;
 mod mount;
 mod namei;
 mod options;

@@ -108,6 +108,8 @@ pub struct Overlay {
     pub work: Option<Work>,
     pub inos: InoMap,
     pub table: InodeTable,
+    /// Lower hard links, found when one of them is copied up.
+    pub links: crate::links::Links,
     pub settings: Settings,
 }
 
@@ -167,6 +169,7 @@ impl Overlay {
             return Err("too many layers".into());
         }
         let ov = Overlay {
+            links: crate::links::Links::new(layers.len()),
             layers,
             work,
             inos: InoMap::new(devs),

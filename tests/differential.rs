@@ -529,19 +529,32 @@ fn run_seed(seed: u64, nops: usize) {
 }
 
 #[test]
-#[ignore = "fails until lower hard links stay linked across copy-up (issue 3, item 4); run with --ignored"]
 fn differential_seed_1() {
     run_seed(1, 1500);
 }
 
 #[test]
-#[ignore = "fails until lower hard links stay linked across copy-up (issue 3, item 4); run with --ignored"]
 fn differential_seed_2() {
     run_seed(2, 1500);
 }
 
 #[test]
-#[ignore = "fails until lower hard links stay linked across copy-up (issue 3, item 4); run with --ignored"]
 fn differential_seed_3() {
     run_seed(3, 1500);
+}
+
+/// More seeds on demand: `STRATAFS_DIFF_SEEDS=4-40 cargo test --test differential -- --ignored`.
+#[test]
+#[ignore = "long; set STRATAFS_DIFF_SEEDS=A-B and run with --ignored"]
+fn differential_more_seeds() {
+    let spec = std::env::var("STRATAFS_DIFF_SEEDS").unwrap_or_else(|_| "4-8".into());
+    let (a, b) = spec.split_once('-').unwrap_or((&spec, &spec));
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    let nops = std::env::var("STRATAFS_DIFF_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    for seed in a..=b {
+        run_seed(seed, nops);
+    }
 }
