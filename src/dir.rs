@@ -267,7 +267,7 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
         return Err(err(libc::EISDIR));
     }
     let node = node_for(ov, parent, name, &found);
-    if is_dir && readdir::list(ov, &node)?.len() > 2 {
+    if is_dir && !readdir::is_empty(ov, &node)? {
         return Err(err(libc::ENOTEMPTY));
     }
     let found = copy_up_lower_link(ov, parent, name, found, &node)?;
@@ -379,7 +379,7 @@ pub fn rename(
             return Err(err(libc::EISDIR));
         }
         if let (true, Some(dn)) = (dst_dir, &dst_node) {
-            if readdir::list(ov, dn)?.len() > 2 {
+            if !readdir::is_empty(ov, dn)? {
                 return Err(err(libc::ENOTEMPTY));
             }
         }

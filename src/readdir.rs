@@ -39,6 +39,17 @@ fn dtype_kind(dtype: u8) -> Option<FileType> {
 
 /// The merged listing of `node`, with `.` and `..` first.
 pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<Entry>> {
+    list_with(ov, node, false)
+}
+
+/// Is the merged directory empty, as rmdir and rename over it judge? Like the
+/// kernel, xattr whiteouts (in an `opaque=x` lower) count as entries here, though
+/// listings hide them.
+pub fn is_empty(ov: &Overlay, node: &Node) -> io::Result<bool> {
+    Ok(list_with(ov, node, true)?.len() <= 2)
+}
+
+fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Vec<Entry>> {
     let parent_ino = node.parent().map_or(node.ino, |p| p.ino);
     let mut out = vec![
         Entry {
@@ -90,7 +101,9 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<Entry>> {
                     Err(_) => continue, // vanished meanwhile
                 };
                 if whiteout::is_whiteout_dev(&st)
-                    || (lref.xwhiteouts && whiteout::is_xattr_whiteout(dir.as_fd(), &cname, &st))
+                    || (lref.xwhiteouts
+                        && !xwhiteouts_count
+                        && whiteout::is_xattr_whiteout(dir.as_fd(), &cname, &st))
                 {
                     whited_out.push(e.name);
                     continue;
