@@ -291,6 +291,13 @@ fn prepare_dir_move(
     node: &Arc<Node>,
 ) -> io::Result<Vec<(u16, Arc<CString>)>> {
     let stack = node.stack();
+    if work.xattr("redirect").is_none()
+        && stack.refs.iter().any(|r| !ov.layer(r.layer).is_upper)
+    {
+        // No xattr can record a redirect on this upper: mv copies, as with the kernel's
+        // redirect_dir=off.
+        return Err(err(libc::EXDEV));
+    }
     let mut lower_paths = Vec::new();
     for r in stack.refs.iter().filter(|r| !ov.layer(r.layer).is_upper) {
         let p = node.layer_path(r.layer)?;

@@ -234,6 +234,10 @@ enum Op {
     Stat(PathBuf),
     Readlink(PathBuf),
     RmRf(PathBuf),
+    CreateExcl(PathBuf),
+    Fallocate(PathBuf, i32, u64, u64),
+    MknodNull(PathBuf),
+    DropCaches,
 }
 
 fn data(n: usize, seed: usize) -> Vec<u8> {
@@ -323,6 +327,30 @@ fn apply(root: &Path, op: &Op) -> String {
         Op::Stat(f) => describe(&p(f)),
         Op::Readlink(f) => res(fs::read_link(p(f))),
         Op::RmRf(d) => res(rm_rf(&p(d))),
+        Op::CreateExcl(f) => res(open(&p(f), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).map(drop)),
+        Op::Fallocate(f, mode, off, len) => res(open(&p(f), libc::O_WRONLY).and_then(|fh| {
+            let r = unsafe {
+                libc::fallocate(
+                    std::os::fd::AsRawFd::as_raw_fd(&fh),
+                    *mode,
+                    *off as i64,
+                    *len as i64,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })),
+        // the null device (1:3) only: reading or writing it is harmless
+        Op::MknodNull(f) => errno_res(unsafe {
+            libc::mknod(cstr(&p(f)).as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3))
+        }),
+        Op::DropCaches => {
+            drop_caches();
+            "ok".into()
+        }
     }
 }
 
@@ -364,7 +392,7 @@ fn gen_op(rng: &mut Rng, paths: &[PathBuf], dirs: &[PathBuf]) -> Op {
     } else {
         rng.pick(&any()).clone()
     };
-    match rng.below(24) {
+    match rng.below(25) {
         0 | 1 => Op::Create(
             if rng.below(2) == 0 { fresh } else { existing },
             rng.below(5000),
@@ -402,6 +430,21 @@ fn gen_op(rng: &mut Rng, paths: &[PathBuf], dirs: &[PathBuf]) -> Op {
         20 => Op::RemoveXattr(existing, format!("user.k{}", rng.below(3))),
         21 => Op::List(dir),
         22 => Op::Readlink(existing),
+        23 => match rng.below(5) {
+            0 => Op::CreateExcl(if rng.below(2) == 0 { fresh } else { existing }),
+            1 | 2 => Op::Fallocate(
+                existing,
+                *rng.pick(&[
+                    0,
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                ]),
+                rng.below(8192) as u64,
+                1 + rng.below(8192) as u64,
+            ),
+            3 => Op::MknodNull(fresh),
+            _ => Op::DropCaches,
+        },
         _ => {
             if rng.below(4) == 0 {
                 Op::RmRf(existing)
