@@ -181,7 +181,10 @@ pub fn run(req: MountRequest) -> Result<(), String> {
 
     let read_only = ov.settings.read_only;
     mount_fuse(&req, &target, &dev, read_only)?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Two per core, at least four: a request that waits (a copy-up, a second writer
+    // waiting for it) must not leave the rest of the mount without a thread.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let threads = threads.max(4);
     let mut cfg = Config::default();
     cfg.n_threads = Some(threads);
     cfg.clone_fd = true;

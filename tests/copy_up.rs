@@ -1,0 +1,187 @@
+//! Copy-up on real mounts: what triggers it (and what does not), what it keeps
+//! (owner, mode, times, xattrs, symlink targets, holes, special files), parents
+//! first, leftovers in the work dir cleaned at mount, and concurrent writers to one
+//! lower file (one copy-up, no write lost).
+
+mod common;
+use common::*;
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::Path;
+
+fn set_times(p: &Path, sec: i64) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: sec + 1,
+            tv_nsec: 500,
+        },
+    ];
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+fn lchown(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+}
+
+#[test]
+fn copy_up_keeps_times_holes_links_and_special_files() {
+    assert_root();
+    let t = TempDir::new("cu-keep");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    // a sparse file: 8 MiB with 4 KiB of data in the middle
+    let sparse = fs::File::create(l.join("sparse")).unwrap();
+    sparse.set_len(8 << 20).unwrap();
+    sparse.write_all_at(&[7u8; 4096], 4 << 20).unwrap();
+    drop(sparse);
+    std::os::unix::fs::symlink("some/where", l.join("sym")).unwrap();
+    mknod(&l.join("fifo"), libc::S_IFIFO | 0o640, 0);
+    mknod(&l.join("null"), libc::S_IFCHR | 0o644, libc::makedev(1, 3));
+    let sock = std::os::unix::net::UnixListener::bind(l.join("sock")).unwrap();
+    drop(sock);
+    for (i, n) in ["sparse", "sym", "fifo", "null", "sock"].iter().enumerate() {
+        lchown(&l.join(n), 1000 + i as u32, 2000 + i as u32);
+        set_times(&l.join(n), 1_000_000 + i as i64);
+    }
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    // ownership set to what it is: a metadata change that keeps times
+    for (i, n) in ["sparse", "sym", "fifo", "null", "sock"].iter().enumerate() {
+        lchown(&m.p(n), 1000 + i as u32, 2000 + i as u32);
+    }
+    for (i, n) in ["sparse", "sym", "fifo", "null", "sock"].iter().enumerate() {
+        let (lo, up) = (
+            fs::symlink_metadata(l.join(n)).unwrap(),
+            fs::symlink_metadata(u.join(n)).unwrap_or_else(|e| panic!("{n} not copied up: {e}")),
+        );
+        assert_eq!(lo.mode(), up.mode(), "{n}: mode");
+        assert_eq!((up.uid(), up.gid()), (1000 + i as u32, 2000 + i as u32), "{n}");
+        assert_eq!(lo.rdev(), up.rdev(), "{n}: rdev");
+        assert_eq!(
+            (lo.mtime(), lo.mtime_nsec()),
+            (up.mtime(), up.mtime_nsec()),
+            "{n}: mtime"
+        );
+        let mm = fs::symlink_metadata(m.p(n)).unwrap();
+        assert_eq!((mm.mtime(), mm.mtime_nsec()), (up.mtime(), up.mtime_nsec()));
+    }
+    assert!(fs::symlink_metadata(u.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(fs::symlink_metadata(u.join("sock")).unwrap().file_type().is_socket());
+    assert!(fs::symlink_metadata(u.join("null")).unwrap().file_type().is_char_device());
+    assert_eq!(
+        fs::read_link(u.join("sym")).unwrap(),
+        Path::new("some/where")
+    );
+    let up = fs::metadata(u.join("sparse")).unwrap();
+    assert_eq!(up.len(), 8 << 20);
+    assert!(
+        up.blocks() * 512 < 1 << 20,
+        "the holes were filled: {} blocks",
+        up.blocks()
+    );
+    let data = fs::read(m.p("sparse")).unwrap();
+    assert_eq!(data, fs::read(l.join("sparse")).unwrap());
+    m.unmount();
+}
+
+#[test]
+fn every_change_copies_up_parents_first_and_reads_never_do() {
+    assert_root();
+    let t = TempDir::new("cu-trig");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    let ops = ["open", "trunc", "chmod", "chown", "utimens", "setx", "rmx", "link"];
+    for op in ops {
+        write(&l.join(format!("d/{op}/sub/f")), "data\n");
+    }
+    set_xattr(&l.join("d/rmx/sub/f"), "user.gone", b"1");
+    write(&l.join("r/f"), "read me\n");
+    // a leftover of an earlier crash
+    write(&w.join("work/#dead.1"), "half a copy");
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    assert!(
+        fs::read_dir(w.join("work")).unwrap().next().is_none(),
+        "the work dir was not emptied at mount"
+    );
+    let f = |op: &str| m.p(&format!("d/{op}/sub/f"));
+    fs::OpenOptions::new().write(true).open(f("open")).unwrap();
+    fs::OpenOptions::new().write(true).open(f("trunc")).unwrap().set_len(2).unwrap();
+    chmod(&f("chmod"), 0o600);
+    std::os::unix::fs::chown(f("chown"), Some(5), Some(6)).unwrap();
+    set_times(&f("utimens"), 12345);
+    set_xattr(&f("setx"), "user.new", b"v");
+    let c = CString::new(f("rmx").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::removexattr(c.as_ptr(), c"user.gone".as_ptr()) }, 0);
+    fs::hard_link(f("link"), m.p("d/link/sub/f2")).unwrap();
+    for op in ops {
+        let up = u.join(format!("d/{op}/sub/f"));
+        assert!(up.exists(), "{op}: not copied up");
+    }
+    assert_eq!(fs::read(u.join("d/open/sub/f")).unwrap(), b"data\n");
+    assert_eq!(fs::read(m.p("d/trunc/sub/f")).unwrap(), b"da");
+    assert_eq!(fs::metadata(m.p("d/link/sub/f")).unwrap().nlink(), 2);
+    // reads, listings, stats and a read-only open copy nothing
+    fs::read(m.p("r/f")).unwrap();
+    fs::read_dir(m.p("r")).unwrap().for_each(drop);
+    fs::metadata(m.p("r/f")).unwrap();
+    fs::File::open(m.p("r/f")).unwrap();
+    assert!(!u.join("r").exists());
+    // the lower never changed
+    assert_eq!(fs::read(l.join("d/trunc/sub/f")).unwrap(), b"data\n");
+    m.unmount();
+}
+
+#[test]
+fn concurrent_writers_copy_up_once_and_lose_no_write() {
+    assert_root();
+    let t = TempDir::new("cu-conc");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    const MB: usize = 1 << 20;
+    let base: Vec<u8> = (0..32 * MB).map(|i| (i % 251) as u8).collect();
+    fs::write(l.join("big"), &base).unwrap();
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    let path = m.p("big");
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all_at(&[b'A' + i; 4096], i as u64 * 4 * MB as u64)
+                    .unwrap();
+            })
+        })
+        .collect();
+    for h in writers {
+        h.join().unwrap();
+    }
+    let mut want = base;
+    for i in 0..8usize {
+        want[i * 4 * MB..i * 4 * MB + 4096].fill(b'A' + i as u8);
+    }
+    let check = |m: &Mount| {
+        let got = fs::read(m.p("big")).unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "a write was lost");
+    };
+    check(&m);
+    assert!(fs::read(u.join("big")).unwrap() == want);
+    assert!(fs::read_dir(w.join("work")).unwrap().next().is_none());
+    m.unmount();
+    drop(m);
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    check(&m);
+    m.unmount();
+}
