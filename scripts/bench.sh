@@ -39,7 +39,10 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CMDLINE=$(printf '%q ' "$0" "$@"); CMDLINE=${CMDLINE% }
+CMDLINE=$0
+for a in "$@"; do
+    if [[ $a =~ ^[][A-Za-z0-9_./,:=@%+-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
+done
 
 ALL_WORKLOADS=(rename stall)
 ALL_IMPLS=(kernel fuse-ovl stratafs)
@@ -493,6 +496,9 @@ main() {
         header
         for wl in "${WORKLOADS[@]}"; do echo; report "$wl"; done
     } | tee "$report_file"
+    if cut -f5 "$RESULTS" | grep -qx FAIL; then
+        die "some runs or checks FAILED (details above; raw results in $RESULTS)"
+    fi
 }
 
 main "$@"

@@ -129,6 +129,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             let settings = Settings {
                 ttl: Default::default(),
                 read_only: true,
+                volatile: true,
             };
             let upper = o.upperdir.as_deref().map(|u| (u, u));
             let ov = Overlay::open(upper, &o.lowerdirs, settings)?;

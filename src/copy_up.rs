@@ -58,7 +58,8 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     let (src_dir, src_name) = node.real(ov)?;
     let st = sys::statat(src_dir.as_fd(), &src_name)?;
     let tmp = work.tmp_name();
-    let built = build(work, &tmp, src_dir.as_fd(), &src_name, &st, with_data)
+    let sync = !ov.settings.volatile;
+    let built = build(work, &tmp, src_dir.as_fd(), &src_name, &st, with_data, sync)
         .and_then(|_| finish_meta(work, &tmp, src_dir.as_fd(), &src_name, &st, node.ino));
     if let Err(e) = built {
         work.remove(&tmp);
@@ -97,6 +98,7 @@ fn build(
     src: &CString,
     st: &Stat,
     with_data: bool,
+    sync: bool,
 ) -> io::Result<()> {
     let w = work.fd.as_fd();
     match st.st_mode & libc::S_IFMT {
@@ -106,6 +108,10 @@ fn build(
             if with_data && st.st_size > 0 {
                 let srcfd = sys::openat(src_dir, src, libc::O_RDONLY, 0)?;
                 copy_data(&srcfd, &dst, st.st_size as u64)?;
+                if sync {
+                    // Durable before it becomes visible, as the kernel does (unless volatile).
+                    sys::fsync(dst.as_fd(), true)?;
+                }
             }
             Ok(())
         }

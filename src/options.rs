@@ -27,6 +27,8 @@ pub struct MountOptions {
     pub exec: Option<bool>,
     pub noatime: bool,
     pub debug: bool,
+    /// `volatile`, `fsync=0` or `sync=0`: copy-ups are not synced to disk.
+    pub volatile: bool,
     /// Items that are accepted and recorded but not acted on yet, as `(key, value)`.
     pub accepted: Vec<(String, Option<String>)>,
     /// Items nobody knows; each was reported as `unknown argument ignored`.
@@ -207,6 +209,8 @@ impl MountOptions {
             ("noexec", None) => self.exec = Some(false),
             ("noatime", None) => self.noatime = true,
             ("debug", None) => self.debug = true,
+            ("volatile", None) => self.volatile = true,
+            ("fsync" | "sync", Some(v)) => self.volatile = v == "0",
             ("redirect_dir", Some(v)) if !matches!(v, "on" | "off" | "follow" | "nofollow") => {
                 return Err(format!("invalid value for redirect_dir: {v}"));
             }

@@ -38,6 +38,8 @@ pub struct Settings {
     pub ttl: Duration,
     /// Refuse every change (no upperdir, or `ro`).
     pub read_only: bool,
+    /// Skip the fsync that makes a copy-up durable before it is renamed into place.
+    pub volatile: bool,
 }
 
 /// Maps (device, real inode number) to the inode number the mount shows, like the
