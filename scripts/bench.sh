@@ -123,6 +123,7 @@ ensure_tools() {
     command -v python3 >/dev/null || need+=(python3)
     command -v mountpoint >/dev/null || need+=(util-linux)
     command -v awk >/dev/null || need+=(gawk)
+    command -v pgrep >/dev/null || need+=(procps)
     if has_impl fuse-ovl; then
         [ -x /usr/bin/fuse-overlayfs ] || need+=(fuse-overlayfs)
     fi
@@ -260,7 +261,7 @@ run_rename() {
     [ "$got" -eq "$want" ] || { status=FAIL; why+=" tree2 has $got files, want $want;"; }
     [ ! -e "$MNT/tree" ] || { status=FAIL; why+=" tree still exists;"; }
     local f
-    for f in d00/f00 "$(printf 'd%02d/f99' $((R_DIRS - 1)))"; do
+    for f in d00/f00 "$(printf 'd%02d/f%02d' $((R_DIRS - 1)) $((R_FILES - 1)))"; do
         cmp -s "$MNT/tree2/$f" "$R_LOWER/tree/$f" || { status=FAIL; why+=" tree2/$f differs;"; }
     done
     log "  rename $impl rep $rep: ${secs}s $status${why:+ (${why% ;})}"

@@ -85,7 +85,7 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     node.set_stack(Stack::new(refs));
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
     if node.kind != FileType::Directory && st.st_nlink > 1 {
-        crate::links::link_up_aliases(ov, node, old.top(), st.st_ino);
+        crate::links::link_up_aliases(ov, node, old.top(), &st);
     }
     Ok(())
 }

@@ -111,12 +111,13 @@ fn dir_node(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Arc<
     })
 }
 
-/// The other names under which the merged tree still shows the lower object
-/// (`layer`, `lower_ino`) that `node` was copied up from: (parent directory, name).
-fn live_aliases(
+/// The names under which the merged tree still shows the lower object (`layer`,
+/// `lower_dev`, `lower_ino`) itself, as (parent directory, name). A name already
+/// copied up resolves to the upper copy and is not among them.
+pub fn live_names(
     ov: &Overlay,
-    node: &Node,
     layer: u16,
+    lower_dev: u64,
     lower_ino: u64,
 ) -> Vec<(Arc<Node>, CString)> {
     let map = ov.links.map(ov, layer);
@@ -135,10 +136,12 @@ fn live_aliases(
                 Err(_) => continue 'paths,
             }
         }
-        // Still shown from that very lower object (not whited out, not shadowed, and
-        // not the name just copied up, which now resolves to the upper copy).
+        // Not whited out, not shadowed, not moved away.
         match namei::lookup(ov, &cur, last) {
-            Ok(f) if f.ino == node.ino && f.refs.first().is_some_and(|r| r.layer == layer) => {
+            Ok(f) if f.refs.first().is_some_and(|r| r.layer == layer)
+                && f.stat.st_ino == lower_ino
+                && f.stat.st_dev == lower_dev =>
+            {
                 out.push((cur, last.clone()))
             }
             _ => {}
@@ -147,10 +150,25 @@ fn live_aliases(
     out
 }
 
-/// After `node` (a non-directory with several lower names) was copied up from
-/// `layer`, links every other live name of the same lower inode to the upper copy.
-pub fn link_up_aliases(ov: &Overlay, node: &Arc<Node>, layer: u16, lower_ino: u64) {
-    let aliases = live_aliases(ov, node, layer, lower_ino);
+/// Links (`parent`, `name`) in the upper layer to the upper file (`src_dir`,
+/// `src_name`), copying the parent up first.
+pub fn link_in_upper(
+    ov: &Overlay,
+    src_dir: std::os::fd::BorrowedFd,
+    src_name: &CString,
+    parent: &Arc<Node>,
+    name: &CString,
+) -> io::Result<()> {
+    crate::copy_up::copy_up(ov, parent)?;
+    let up = parent.dir_fd(ov, 0)?;
+    sys::linkat(src_dir, src_name, up.as_fd(), name)
+}
+
+/// After `node` (a non-directory with several lower names) was copied up from the
+/// lower object `lower` (its stat) in `layer`, links every other live name of that
+/// object to the upper copy.
+pub fn link_up_aliases(ov: &Overlay, node: &Arc<Node>, layer: u16, lower: &sys::Stat) {
+    let aliases = live_names(ov, layer, lower.st_dev, lower.st_ino);
     if aliases.is_empty() {
         return;
     }
@@ -158,10 +176,7 @@ pub fn link_up_aliases(ov: &Overlay, node: &Arc<Node>, layer: u16, lower_ino: u6
         return;
     };
     for (parent, name) in aliases {
-        let linked = crate::copy_up::copy_up(ov, &parent)
-            .and_then(|_| parent.dir_fd(ov, 0))
-            .and_then(|up| sys::linkat(src_dir.as_fd(), &src_name, up.as_fd(), &name));
-        match linked {
+        match link_in_upper(ov, src_dir.as_fd(), &src_name, &parent, &name) {
             Ok(()) => {
                 node.add_alias_last(&parent, &name);
                 debug!("linked up alias {name:?} of ino {}", node.ino);

@@ -11,6 +11,7 @@ mod copy_up;
 mod dir;
 mod file;
 mod fs;
+mod index;
 mod inode;
 mod inspect;
 mod links;

@@ -608,3 +608,25 @@ pub fn geteuid() -> u32 {
 pub fn getegid() -> u32 {
     unsafe { libc::getegid() }
 }
+
+/// `open_by_handle_at(2)`: opens (`O_PATH`) the object a file handle names on the
+/// filesystem of `mount_fd`. Needs CAP_DAC_READ_SEARCH.
+pub fn open_by_handle(mount_fd: BorrowedFd, handle_type: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    // struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; }
+    let mut buf: Vec<u32> = vec![0; 2 + handle.len().div_ceil(4)];
+    buf[0] = handle.len() as u32;
+    buf[1] = handle_type as u32;
+    let bytes: &mut [u8] = unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>().add(8), handle.len())
+    };
+    bytes.copy_from_slice(handle);
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        ) as libc::c_int
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

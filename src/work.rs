@@ -33,6 +33,9 @@ pub enum XattrNs {
 }
 
 pub struct Work {
+    /// `WORKDIR` itself (`O_PATH`).
+    pub dir: OwnedFd,
+    /// `WORKDIR/work`, where objects are built.
     pub fd: OwnedFd,
     pub whiteout: WhiteoutFormat,
     pub ns: XattrNs,
@@ -77,6 +80,7 @@ impl Work {
         let ns = probe_xattr_ns(fd.as_fd());
         info!("upper formats: whiteouts as {whiteout:?}, overlay xattrs in {ns:?}");
         Ok(Work {
+            dir: wdir,
             fd,
             whiteout,
             ns,

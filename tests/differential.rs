@@ -456,9 +456,16 @@ fn gen_op(rng: &mut Rng, paths: &[PathBuf], dirs: &[PathBuf]) -> Op {
 }
 
 fn compare_trees(a: &Path, b: &Path, what: &str) {
-    let (sa, sb) = (snapshot(a), snapshot(b));
+    compare_snapshots(&snapshot(a), &snapshot(b), what);
+}
+
+fn compare_snapshots(
+    sa: &BTreeMap<PathBuf, String>,
+    sb: &BTreeMap<PathBuf, String>,
+    what: &str,
+) {
     let mut diffs = Vec::new();
-    for (p, v) in &sa {
+    for (p, v) in sa {
         match sb.get(p) {
             Some(w) if w == v => {}
             Some(w) => diffs.push(format!("{p:?}: kernel {v} | stratafs {w}")),
@@ -569,6 +576,22 @@ fn run_seed(seed: u64, nops: usize) {
         &km2,
         &format!("seed {seed}: kernel reading stratafs's upper"),
     );
+    drop(_k2guard);
+
+    // stratafs mounts the kernel's upper (and its workdir, with the index of its
+    // copied-up hard links): same view as the kernel's own
+    let kernel_view = snapshot(&km);
+    drop(_kguard);
+    assert!(wait_for(10, || !is_mounted(&km)), "kernel overlay still mounted");
+    let sopts2 = layer_opts(&[&kf.join("l1"), &kf.join("l2")], Some((&kf.join("u"), &kw)));
+    let sm2 = t.dir("smnt2");
+    let m2 = Mount::new(&sopts2, &sm2);
+    compare_snapshots(
+        &kernel_view,
+        &snapshot(&sm2),
+        &format!("seed {seed}: stratafs reading the kernel's upper"),
+    );
+    m2.unmount();
 }
 
 #[test]
