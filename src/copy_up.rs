@@ -184,6 +184,25 @@ pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
     if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
         return Ok(());
     }
+    if size >= BACKGROUND_COPY {
+        // A long copy runs at a lower CPU priority, so that the requests of the rest of
+        // the mount are served first; this request's thread waits for it.
+        return std::thread::scope(|s| {
+            s.spawn(|| {
+                sys::nice_this_thread(10);
+                copy_extents(src, dst, size)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::EIO)))
+        });
+    }
+    copy_extents(src, dst, size)
+}
+
+/// Copies of this size or more run in a low-priority thread.
+const BACKGROUND_COPY: u64 = 4 << 20;
+
+fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
     let mut off = 0u64;
     while off < size {
         let data = match sys::lseek(src.as_fd(), off as i64, libc::SEEK_DATA) {

@@ -596,6 +596,16 @@ pub fn raise_nofile_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// Lowers the calling thread's CPU priority (raises its nice value by `inc`; always
+/// allowed, never undone: used only by short-lived threads).
+pub fn nice_this_thread(inc: i32) {
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let cur = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (cur + inc).min(19));
+    }
+}
+
 /// Clears the process umask: modes of new objects are set exactly as asked.
 pub fn clear_umask() {
     unsafe { libc::umask(0) };
