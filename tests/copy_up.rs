@@ -185,3 +185,80 @@ fn concurrent_writers_copy_up_once_and_lose_no_write() {
     check(&m);
     m.unmount();
 }
+
+/// Lower data, then pwrite in the middle, O_APPEND, ftruncate down and up, a
+/// MAP_SHARED write and chmod: right through the mount, in the upper, after a remount.
+#[test]
+fn writes_after_copy_up_read_back_everywhere() {
+    assert_root();
+    let t = TempDir::new("cu-rw");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    let base: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(l.join("f"), &base).unwrap();
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    let mut want = base.clone();
+
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("f"))
+        .unwrap();
+    f.write_all_at(b"middle", 100_000).unwrap();
+    want[100_000..100_006].copy_from_slice(b"middle");
+    drop(f);
+
+    use std::io::Write;
+    let mut a = fs::OpenOptions::new().append(true).open(m.p("f")).unwrap();
+    a.write_all(b"appended").unwrap();
+    want.extend_from_slice(b"appended");
+    drop(a);
+
+    let f = fs::OpenOptions::new().write(true).open(m.p("f")).unwrap();
+    f.set_len(150_000).unwrap();
+    want.truncate(150_000);
+    f.set_len(160_000).unwrap();
+    want.resize(160_000, 0);
+    drop(f);
+
+    // a shared mapping written through memory
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("f"))
+        .unwrap();
+    unsafe {
+        let len = 160_000usize;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        let s = std::slice::from_raw_parts_mut(p.cast::<u8>(), len);
+        s[5000..5006].copy_from_slice(b"mapped");
+        assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
+        libc::munmap(p, len);
+    }
+    want[5000..5006].copy_from_slice(b"mapped");
+    drop(f);
+    chmod(&m.p("f"), 0o600);
+
+    let check = |m: &Mount, when: &str| {
+        let got = fs::read(m.p("f")).unwrap();
+        assert!(got == want, "{when}: content differs through the mount");
+        assert_eq!(fs::metadata(m.p("f")).unwrap().mode() & 0o777, 0o600);
+    };
+    check(&m, "mounted");
+    assert!(fs::read(u.join("f")).unwrap() == want, "upper file differs");
+    assert!(fs::read(l.join("f")).unwrap() == base, "lower changed");
+    m.unmount();
+    drop(m);
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    check(&m, "after remount");
+    drop_caches();
+    check(&m, "after dropping caches");
+    m.unmount();
+}
