@@ -6,6 +6,8 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mountpoint >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v setfacl >/dev/null || need+=(acl)
+command -v setpriv >/dev/null || need+=(util-linux)
 command -v cargo >/dev/null || need+=(cargo rustc)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

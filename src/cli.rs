@@ -130,6 +130,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 ttl: Default::default(),
                 read_only: true,
                 volatile: true,
+                acl: false,
             };
             let upper = o.upperdir.as_deref().map(|u| (u, u));
             let ov = Overlay::open(upper, &o.lowerdirs, settings)?;

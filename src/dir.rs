@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use fuser::FileType;
 
+use crate::acl;
 use crate::copy_up::copy_up;
 use crate::inode::{LayerRef, Node, Stack};
 use crate::namei::{self, Found};
@@ -39,6 +40,8 @@ fn work(ov: &Overlay) -> io::Result<&Work> {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The caller's umask; applied here (not by the kernel) when ACLs are on.
+    pub umask: u32,
 }
 
 /// What to create.
@@ -112,32 +115,49 @@ pub fn create(
     } else {
         caller.gid
     };
+    let acls = ov.acl.load(std::sync::atomic::Ordering::Relaxed);
+    let default_acl = if acls {
+        acl::parent_default(up.as_fd())
+    } else {
+        None
+    };
+    // With ACLs on, the kernel leaves the umask to us: the parent's default ACL
+    // replaces it. Otherwise the mode comes masked already.
+    let (access_acl, final_mode) = match &what {
+        New::File { mode } | New::Dir { mode } | New::Special { mode, .. } if acls => {
+            let (m, a) = acl::for_new(*mode, caller.umask, default_acl.as_deref());
+            (a, Some(m))
+        }
+        New::File { mode } | New::Dir { mode } | New::Special { mode, .. } => (None, Some(*mode)),
+        _ => (None, None),
+    };
+    let final_mode = final_mode.unwrap_or(0);
     let w = work.fd.as_fd();
     let tmp = work.tmp_name();
     let mut file = None;
     let built: io::Result<()> = (|| {
         let (mode, is_dir) = match &what {
-            New::File { mode } => {
+            New::File { .. } => {
                 file = Some(sys::openat(
                     w,
                     &tmp,
                     libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                    mode & 0o7777,
+                    final_mode & 0o7777,
                 )?);
-                (*mode, false)
+                (final_mode, false)
             }
-            New::Dir { mode } => {
-                sys::mkdirat(w, &tmp, mode & 0o7777)?;
+            New::Dir { .. } => {
+                sys::mkdirat(w, &tmp, final_mode & 0o7777)?;
                 let sgid = if pst.st_mode & libc::S_ISGID != 0 {
                     libc::S_ISGID
                 } else {
                     0
                 };
-                (mode | sgid, true)
+                (final_mode | sgid, true)
             }
             New::Special { mode, rdev } => {
-                sys::mknodat(w, &tmp, *mode, *rdev)?;
-                (*mode, false)
+                sys::mknodat(w, &tmp, (*mode & libc::S_IFMT) | (final_mode & 0o7777), *rdev)?;
+                (final_mode, false)
             }
             New::Symlink { target } => {
                 sys::symlinkat(target, w, &tmp)?;
@@ -152,6 +172,10 @@ pub fn create(
         sys::chownat(w, &tmp, caller.uid, gid)?;
         // chown may clear set-id bits, and mkdir/open masked nothing (umask 0): set the mode last.
         sys::chmodat(w, &tmp, mode & 0o7777)?;
+        if acls {
+            let inherit = if is_dir { default_acl.as_deref() } else { None };
+            acl::set_inherited(w, &tmp, access_acl.as_deref(), inherit)?;
+        }
         if is_dir && (char_wh || aufs_wh) {
             whiteout::set_opaque(work, w, &tmp)?;
         }

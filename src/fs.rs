@@ -48,7 +48,14 @@ impl StrataFs {
 }
 
 impl Filesystem for StrataFs {
-    fn init(&mut self, _req: &Request, _cfg: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
+        if self.ov.settings.acl
+            && cfg
+                .add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK)
+                .is_ok()
+        {
+            self.ov.acl.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         debug!(
             "init: {} layers, upper: {}",
             self.ov.layers.len(),
@@ -309,7 +316,7 @@ impl Filesystem for StrataFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -317,6 +324,7 @@ impl Filesystem for StrataFs {
             req,
             parent,
             name,
+            umask,
             New::Special {
                 mode,
                 rdev: rdev as u64,
@@ -331,10 +339,10 @@ impl Filesystem for StrataFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        self.make(req, parent, name, New::Dir { mode }, reply);
+        self.make(req, parent, name, umask, New::Dir { mode }, reply);
     }
 
     fn symlink(
@@ -346,7 +354,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         match CString::new(target.as_os_str().as_bytes()) {
-            Ok(t) => self.make(req, parent, name, New::Symlink { target: &t }, reply),
+            Ok(t) => self.make(req, parent, name, 0, New::Symlink { target: &t }, reply),
             Err(_) => reply.error(Errno::EINVAL),
         }
     }
@@ -361,7 +369,7 @@ impl Filesystem for StrataFs {
     ) {
         match self.node(ino) {
             Ok(n) if n.kind == FileType::Directory => reply.error(Errno::EPERM),
-            Ok(n) => self.make(req, newparent, newname, New::Link { node: &n }, reply),
+            Ok(n) => self.make(req, newparent, newname, 0, New::Link { node: &n }, reply),
             Err(e) => reply.error(e),
         }
     }
@@ -401,7 +409,7 @@ impl Filesystem for StrataFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -410,6 +418,7 @@ impl Filesystem for StrataFs {
             let caller = Caller {
                 uid: req.uid(),
                 gid: req.gid(),
+                umask,
             };
             let (node, st, _) =
                 dir::create(&self.ov, &p, &cname, caller, New::File { mode }).map_err(errno)?;
@@ -538,12 +547,21 @@ impl StrataFs {
         Ok((p, c))
     }
 
-    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, what: New, reply: ReplyEntry) {
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        umask: u32,
+        what: New,
+        reply: ReplyEntry,
+    ) {
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
             let caller = Caller {
                 uid: req.uid(),
                 gid: req.gid(),
+                umask,
             };
             let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
             Ok(node.attr(&st))

@@ -5,6 +5,7 @@
 //! (super), `namei`, `inode`, `readdir`, `file`, `xattr`, and `whiteout` (formats).
 //! `sys` holds every syscall wrapper.
 
+mod acl;
 mod attr;
 mod cli;
 mod copy_up;

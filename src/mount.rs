@@ -64,6 +64,7 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
         ttl: Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(1_000_000_000)),
         read_only: o.read_only || o.upperdir.is_none(),
         volatile: o.volatile,
+        acl: !o.noacl,
     };
     if let (Some(upper), Some(work)) = (&o.upperdir, &o.workdir) {
         let dev_of = |p: &Path, what: &str| {

@@ -29,6 +29,8 @@ pub struct MountOptions {
     pub debug: bool,
     /// `volatile`, `fsync=0` or `sync=0`: copy-ups are not synced to disk.
     pub volatile: bool,
+    /// `noacl`: no POSIX ACL support.
+    pub noacl: bool,
     /// Items that are accepted and recorded but not acted on yet, as `(key, value)`.
     pub accepted: Vec<(String, Option<String>)>,
     /// Items nobody knows; each was reported as `unknown argument ignored`.
@@ -210,6 +212,7 @@ impl MountOptions {
             ("noatime", None) => self.noatime = true,
             ("debug", None) => self.debug = true,
             ("volatile", None) => self.volatile = true,
+            ("noacl", None) => self.noacl = true,
             ("fsync" | "sync", Some(v)) => self.volatile = v == "0",
             ("redirect_dir", Some(v)) if !matches!(v, "on" | "off" | "follow" | "nofollow") => {
                 return Err(format!("invalid value for redirect_dir: {v}"));

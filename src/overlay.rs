@@ -40,6 +40,8 @@ pub struct Settings {
     pub read_only: bool,
     /// Skip the fsync that makes a copy-up durable before it is renamed into place.
     pub volatile: bool,
+    /// Ask the kernel for POSIX ACL support (off with `noacl`).
+    pub acl: bool,
 }
 
 /// Maps (device, real inode number) to the inode number the mount shows, like the
@@ -113,6 +115,8 @@ pub struct Overlay {
     /// Lower hard links, found when one of them is copied up.
     pub links: crate::links::Links,
     pub settings: Settings,
+    /// POSIX ACLs are on (negotiated with the kernel at init).
+    pub acl: std::sync::atomic::AtomicBool,
 }
 
 fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
@@ -177,6 +181,7 @@ impl Overlay {
             inos: InoMap::new(devs),
             table: InodeTable::new(),
             settings,
+            acl: std::sync::atomic::AtomicBool::new(false),
         };
         let root_refs = ov
             .layers

@@ -17,9 +17,15 @@ fn enodata() -> io::Error {
     io::Error::from_raw_os_error(libc::ENODATA)
 }
 
+/// Is `name` a POSIX ACL while ACLs are off (`noacl`)? Those read as absent and
+/// cannot be set.
+fn acl_off(ov: &Overlay, name: &[u8]) -> bool {
+    name.starts_with(b"system.posix_acl_") && !ov.acl.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The value of `name` on `node`; private names read as absent.
 pub fn get(ov: &Overlay, node: &Node, name: &OsStr) -> io::Result<Vec<u8>> {
-    if is_private_xattr(name.as_bytes()) {
+    if is_private_xattr(name.as_bytes()) || acl_off(ov, name.as_bytes()) {
         return Err(enodata());
     }
     let cname =
@@ -42,16 +48,22 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<u8>> {
         name: &obj,
     })?;
     let mut out = Vec::new();
-    for n in names.iter().filter(|n| !is_private_xattr(n)) {
+    for n in names
+        .iter()
+        .filter(|n| !is_private_xattr(n) && !acl_off(ov, n))
+    {
         out.extend_from_slice(n);
         out.push(0);
     }
     Ok(out)
 }
 
-fn xattr_name(name: &OsStr) -> io::Result<CString> {
+fn xattr_name(ov: &Overlay, name: &OsStr) -> io::Result<CString> {
     if is_private_xattr(name.as_bytes()) {
         return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    if acl_off(ov, name.as_bytes()) {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -64,7 +76,7 @@ pub fn set(
     value: &[u8],
     flags: i32,
 ) -> io::Result<()> {
-    let cname = xattr_name(name)?;
+    let cname = xattr_name(ov, name)?;
     copy_up(ov, node)?;
     let (dir, obj) = node.real(ov)?;
     sys::setxattr(
@@ -80,7 +92,7 @@ pub fn set(
 
 /// Removes `name` from `node`, copying it up first.
 pub fn remove(ov: &Overlay, node: &Arc<Node>, name: &OsStr) -> io::Result<()> {
-    let cname = xattr_name(name)?;
+    let cname = xattr_name(ov, name)?;
     // Absent is absent, with no copy-up for nothing.
     get(ov, node, name)?;
     copy_up(ov, node)?;
