@@ -30,6 +30,11 @@ pub struct StrataFs {
     handles: Handles,
 }
 
+/// The attributes of a negative entry (node id 0).
+fn negative_attr() -> fuser::FileAttr {
+    crate::inode::make_attr(0, &crate::sys::zeroed_stat(), false)
+}
+
 fn errno(e: std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -56,6 +61,13 @@ impl Filesystem for StrataFs {
         {
             self.ov.acl.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        // Lookups and listings of one directory may run side by side (every node has
+        // its own locks); symlink targets may be cached (the layers change only
+        // through us); large writes come in 1 MiB pieces.
+        let _ = cfg.add_capabilities(
+            fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+        );
+        let _ = cfg.set_max_write(1 << 20);
         debug!(
             "init: {} layers, upper: {}",
             self.ov.layers.len(),
@@ -84,6 +96,9 @@ impl Filesystem for StrataFs {
         })();
         match result {
             Ok(attr) => reply.entry(&self.ov.settings.ttl, &attr, Generation(0)),
+            // A missing name stays missing until it is made through us: the kernel
+            // may remember that (a negative entry: node id 0).
+            Err(Errno::ENOENT) => reply.entry(&self.ov.settings.ttl, &negative_attr(), Generation(0)),
             Err(e) => reply.error(e),
         }
     }

@@ -48,6 +48,11 @@ pub fn openat(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// An all-zero stat (for attributes that describe nothing).
+pub fn zeroed_stat() -> Stat {
+    unsafe { std::mem::zeroed() }
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dir` itself.
 pub fn statat(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
     let mut st = MaybeUninit::<Stat>::uninit();
