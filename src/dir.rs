@@ -156,7 +156,12 @@ pub fn create(
                 (final_mode | sgid, true)
             }
             New::Special { mode, rdev } => {
-                sys::mknodat(w, &tmp, (*mode & libc::S_IFMT) | (final_mode & 0o7777), *rdev)?;
+                sys::mknodat(
+                    w,
+                    &tmp,
+                    (*mode & libc::S_IFMT) | (final_mode & 0o7777),
+                    *rdev,
+                )?;
                 (final_mode, false)
             }
             New::Symlink { target } => {
@@ -315,9 +320,7 @@ fn prepare_dir_move(
     node: &Arc<Node>,
 ) -> io::Result<Vec<(u16, Arc<CString>)>> {
     let stack = node.stack();
-    if work.xattr("redirect").is_none()
-        && stack.refs.iter().any(|r| !ov.layer(r.layer).is_upper)
-    {
+    if work.xattr("redirect").is_none() && stack.refs.iter().any(|r| !ov.layer(r.layer).is_upper) {
         // No xattr can record a redirect on this upper: mv copies, as with the kernel's
         // redirect_dir=off.
         return Err(err(libc::EXDEV));

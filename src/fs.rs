@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use log::debug;
 
@@ -56,16 +56,23 @@ impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
         if self.ov.settings.acl
             && cfg
-                .add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK)
+                .add_capabilities(
+                    fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK,
+                )
                 .is_ok()
         {
-            self.ov.acl.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.ov
+                .acl
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         // Lookups and listings of one directory may run side by side (every node has
         // its own locks); symlink targets may be cached (the layers change only
         // through us); large writes come in 1 MiB pieces.
         let _ = cfg.add_capabilities(
-            fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+            fuser::InitFlags::FUSE_PARALLEL_DIROPS
+                | fuser::InitFlags::FUSE_CACHE_SYMLINKS
+                | fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
         let _ = cfg.set_max_write(1 << 20);
         debug!(
@@ -98,7 +105,9 @@ impl Filesystem for StrataFs {
             Ok(attr) => reply.entry(&self.ov.settings.ttl, &attr, Generation(0)),
             // A missing name stays missing until it is made through us: the kernel
             // may remember that (a negative entry: node id 0).
-            Err(Errno::ENOENT) => reply.entry(&self.ov.settings.ttl, &negative_attr(), Generation(0)),
+            Err(Errno::ENOENT) => {
+                reply.entry(&self.ov.settings.ttl, &negative_attr(), Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -203,22 +212,9 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(dh) = self.handles.dir(fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        let entries = {
-            let mut cached = dh.entries.lock();
-            // A read from offset 0 (opendir, rewinddir) takes a fresh snapshot.
-            if offset == 0 || cached.is_none() {
-                let listed = self
-                    .node(ino)
-                    .and_then(|n| readdir::list(&self.ov, &n).map_err(errno));
-                match listed {
-                    Ok(v) => *cached = Some(Arc::new(v)),
-                    Err(e) => return reply.error(e),
-                }
-            }
-            cached.clone().unwrap_or_default()
+        let entries = match self.dir_entries(ino, fh, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
@@ -227,6 +223,61 @@ impl Filesystem for StrataFs {
                 e.kind,
                 OsStr::from_bytes(&e.name),
             ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (entries, dir) = match self
+            .dir_entries(ino, fh, offset)
+            .and_then(|e| Ok((e, self.node(ino)?)))
+        {
+            Ok(v) => v,
+            Err(e) => return reply.error(e),
+        };
+        let ttl = self.ov.settings.ttl;
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let name = OsStr::from_bytes(&e.name);
+            if e.name == b"." || e.name == b".." {
+                // The kernel takes no reference and no attributes for these.
+                let mut attr = negative_attr();
+                attr.ino = INodeNo(e.ino);
+                attr.kind = FileType::Directory;
+                if reply.add(
+                    INodeNo(e.ino),
+                    i as u64 + 1,
+                    name,
+                    &ttl,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // Each entry is a lookup: the kernel takes a reference to it.
+            let Ok(cname) = CString::new(e.name.clone()) else {
+                continue;
+            };
+            let Ok(found) = namei::lookup(&self.ov, &dir, &cname) else {
+                continue; // gone meanwhile
+            };
+            let node = self
+                .ov
+                .table
+                .lookup_ref(found.ino, found.kind, &dir, &cname, found.refs);
+            let attr = node.attr(&found.stat);
+            if reply.add(attr.ino, i as u64 + 1, name, &ttl, &attr, Generation(0)) {
+                self.ov.table.forget(node.ino, 1); // did not fit: not handed out
                 break;
             }
         }
@@ -538,6 +589,23 @@ impl Filesystem for StrataFs {
 }
 
 impl StrataFs {
+    /// The merged listing of an open directory: a snapshot taken on the first read and
+    /// again on a read from offset 0 (opendir, rewinddir).
+    fn dir_entries(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<Vec<readdir::Entry>>, Errno> {
+        let dh = self.handles.dir(fh.0).ok_or(Errno::EBADF)?;
+        let mut cached = dh.entries.lock();
+        if offset == 0 || cached.is_none() {
+            let n = self.node(ino)?;
+            *cached = Some(Arc::new(readdir::list(&self.ov, &n).map_err(errno)?));
+        }
+        Ok(cached.clone().unwrap_or_default())
+    }
+
     /// Runs `f` on the open file behind handle `fh` (EBADF for an unknown handle).
     fn on_file<T>(
         &self,

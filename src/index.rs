@@ -28,8 +28,12 @@ fn decode_origin(ov: &Overlay, fb: &[u8]) -> Option<(u16, u64, u64)> {
     let handle_type = fb[4] as i32;
     let fid = &fb[FB_HEADER..];
     for (i, layer) in ov.layers.iter().enumerate().filter(|(_, l)| !l.is_upper) {
-        let Ok(dir) = sys::openat(layer.root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-        else {
+        let Ok(dir) = sys::openat(
+            layer.root.as_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        ) else {
             continue;
         };
         let Ok(fd) = sys::open_by_handle(dir.as_fd(), handle_type, fid) else {

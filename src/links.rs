@@ -107,7 +107,13 @@ fn dir_node(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Arc<
     }
     Ok(match ov.table.get(f.ino) {
         Some(n) if n.kind == FileType::Directory => n,
-        _ => Arc::new(Node::new(f.ino, f.kind, parent.clone(), name.clone(), f.refs)),
+        _ => Arc::new(Node::new(
+            f.ino,
+            f.kind,
+            parent.clone(),
+            name.clone(),
+            f.refs,
+        )),
     })
 }
 
@@ -138,9 +144,10 @@ pub fn live_names(
         }
         // Not whited out, not shadowed, not moved away.
         match namei::lookup(ov, &cur, last) {
-            Ok(f) if f.refs.first().is_some_and(|r| r.layer == layer)
-                && f.stat.st_ino == lower_ino
-                && f.stat.st_dev == lower_dev =>
+            Ok(f)
+                if f.refs.first().is_some_and(|r| r.layer == layer)
+                    && f.stat.st_ino == lower_ino
+                    && f.stat.st_dev == lower_dev =>
             {
                 out.push((cur, last.clone()))
             }

@@ -195,7 +195,11 @@ impl Overlay {
             .collect();
         let root_fds = ov.layers.iter().map(|l| l.root.clone()).collect();
         ov.table.insert_root(Node::new_root(root_refs, root_fds));
-        if let Some(ix) = ov.work.as_ref().and_then(|w| crate::index::open(w.dir.as_fd())) {
+        if let Some(ix) = ov
+            .work
+            .as_ref()
+            .and_then(|w| crate::index::open(w.dir.as_fd()))
+        {
             crate::index::adopt(&ov, ix.as_fd());
         }
         Ok(ov)

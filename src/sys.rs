@@ -626,7 +626,11 @@ pub fn getegid() -> u32 {
 
 /// `open_by_handle_at(2)`: opens (`O_PATH`) the object a file handle names on the
 /// filesystem of `mount_fd`. Needs CAP_DAC_READ_SEARCH.
-pub fn open_by_handle(mount_fd: BorrowedFd, handle_type: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+pub fn open_by_handle(
+    mount_fd: BorrowedFd,
+    handle_type: i32,
+    handle: &[u8],
+) -> io::Result<OwnedFd> {
     // struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; }
     let mut buf: Vec<u32> = vec![0; 2 + handle.len().div_ceil(4)];
     buf[0] = handle.len() as u32;

@@ -12,8 +12,7 @@ fn sh(script: &str) -> (bool, String) {
     let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 

@@ -69,7 +69,11 @@ fn copy_up_keeps_times_holes_links_and_special_files() {
             fs::symlink_metadata(u.join(n)).unwrap_or_else(|e| panic!("{n} not copied up: {e}")),
         );
         assert_eq!(lo.mode(), up.mode(), "{n}: mode");
-        assert_eq!((up.uid(), up.gid()), (1000 + i as u32, 2000 + i as u32), "{n}");
+        assert_eq!(
+            (up.uid(), up.gid()),
+            (1000 + i as u32, 2000 + i as u32),
+            "{n}"
+        );
         assert_eq!(lo.rdev(), up.rdev(), "{n}: rdev");
         assert_eq!(
             (lo.mtime(), lo.mtime_nsec()),
@@ -79,9 +83,18 @@ fn copy_up_keeps_times_holes_links_and_special_files() {
         let mm = fs::symlink_metadata(m.p(n)).unwrap();
         assert_eq!((mm.mtime(), mm.mtime_nsec()), (up.mtime(), up.mtime_nsec()));
     }
-    assert!(fs::symlink_metadata(u.join("fifo")).unwrap().file_type().is_fifo());
-    assert!(fs::symlink_metadata(u.join("sock")).unwrap().file_type().is_socket());
-    assert!(fs::symlink_metadata(u.join("null")).unwrap().file_type().is_char_device());
+    assert!(fs::symlink_metadata(u.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(fs::symlink_metadata(u.join("sock"))
+        .unwrap()
+        .file_type()
+        .is_socket());
+    assert!(fs::symlink_metadata(u.join("null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
     assert_eq!(
         fs::read_link(u.join("sym")).unwrap(),
         Path::new("some/where")
@@ -103,7 +116,9 @@ fn every_change_copies_up_parents_first_and_reads_never_do() {
     assert_root();
     let t = TempDir::new("cu-trig");
     let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
-    let ops = ["open", "trunc", "chmod", "chown", "utimens", "setx", "rmx", "link"];
+    let ops = [
+        "open", "trunc", "chmod", "chown", "utimens", "setx", "rmx", "link",
+    ];
     for op in ops {
         write(&l.join(format!("d/{op}/sub/f")), "data\n");
     }
@@ -118,13 +133,21 @@ fn every_change_copies_up_parents_first_and_reads_never_do() {
     );
     let f = |op: &str| m.p(&format!("d/{op}/sub/f"));
     fs::OpenOptions::new().write(true).open(f("open")).unwrap();
-    fs::OpenOptions::new().write(true).open(f("trunc")).unwrap().set_len(2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(f("trunc"))
+        .unwrap()
+        .set_len(2)
+        .unwrap();
     chmod(&f("chmod"), 0o600);
     std::os::unix::fs::chown(f("chown"), Some(5), Some(6)).unwrap();
     set_times(&f("utimens"), 12345);
     set_xattr(&f("setx"), "user.new", b"v");
     let c = CString::new(f("rmx").as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::removexattr(c.as_ptr(), c"user.gone".as_ptr()) }, 0);
+    assert_eq!(
+        unsafe { libc::removexattr(c.as_ptr(), c"user.gone".as_ptr()) },
+        0
+    );
     fs::hard_link(f("link"), m.p("d/link/sub/f2")).unwrap();
     for op in ops {
         let up = u.join(format!("d/{op}/sub/f"));

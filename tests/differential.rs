@@ -327,7 +327,9 @@ fn apply(root: &Path, op: &Op) -> String {
         Op::Stat(f) => describe(&p(f)),
         Op::Readlink(f) => res(fs::read_link(p(f))),
         Op::RmRf(d) => res(rm_rf(&p(d))),
-        Op::CreateExcl(f) => res(open(&p(f), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).map(drop)),
+        Op::CreateExcl(f) => {
+            res(open(&p(f), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).map(drop))
+        }
         Op::Fallocate(f, mode, off, len) => res(open(&p(f), libc::O_WRONLY).and_then(|fh| {
             let r = unsafe {
                 libc::fallocate(
@@ -345,7 +347,11 @@ fn apply(root: &Path, op: &Op) -> String {
         })),
         // the null device (1:3) only: reading or writing it is harmless
         Op::MknodNull(f) => errno_res(unsafe {
-            libc::mknod(cstr(&p(f)).as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3))
+            libc::mknod(
+                cstr(&p(f)).as_ptr(),
+                libc::S_IFCHR | 0o644,
+                libc::makedev(1, 3),
+            )
         }),
         Op::DropCaches => {
             drop_caches();
@@ -459,11 +465,7 @@ fn compare_trees(a: &Path, b: &Path, what: &str) {
     compare_snapshots(&snapshot(a), &snapshot(b), what);
 }
 
-fn compare_snapshots(
-    sa: &BTreeMap<PathBuf, String>,
-    sb: &BTreeMap<PathBuf, String>,
-    what: &str,
-) {
+fn compare_snapshots(sa: &BTreeMap<PathBuf, String>, sb: &BTreeMap<PathBuf, String>, what: &str) {
     let mut diffs = Vec::new();
     for (p, v) in sa {
         match sb.get(p) {
@@ -582,8 +584,14 @@ fn run_seed(seed: u64, nops: usize) {
     // copied-up hard links): same view as the kernel's own
     let kernel_view = snapshot(&km);
     drop(_kguard);
-    assert!(wait_for(10, || !is_mounted(&km)), "kernel overlay still mounted");
-    let sopts2 = layer_opts(&[&kf.join("l1"), &kf.join("l2")], Some((&kf.join("u"), &kw)));
+    assert!(
+        wait_for(10, || !is_mounted(&km)),
+        "kernel overlay still mounted"
+    );
+    let sopts2 = layer_opts(
+        &[&kf.join("l1"), &kf.join("l2")],
+        Some((&kf.join("u"), &kw)),
+    );
     let sm2 = t.dir("smnt2");
     let m2 = Mount::new(&sopts2, &sm2);
     compare_snapshots(

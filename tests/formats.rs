@@ -77,10 +77,7 @@ fn is_whiteout_dev(p: &Path) -> bool {
 fn assert_no_aufs_names(mnt: &Path) {
     for (p, _) in walk(mnt) {
         assert!(
-            !p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".wh."),
+            !p.file_name().unwrap().to_string_lossy().starts_with(".wh."),
             "readdir shows the AUFS name {}",
             p.display()
         );
@@ -116,7 +113,10 @@ fn aufs_whiteouts_when_forced() {
 
     // The upper holds `.wh.f`, a regular (empty) file, and no char device at all.
     let wh = fs::symlink_metadata(u.join(".wh.f")).expect("no .wh.f in the upper");
-    assert!(wh.file_type().is_file(), ".wh.f is not a regular file: {wh:?}");
+    assert!(
+        wh.file_type().is_file(),
+        ".wh.f is not a regular file: {wh:?}"
+    );
     assert_eq!(wh.len(), 0, ".wh.f is not empty");
     assert!(
         fs::symlink_metadata(u.join("f")).is_err(),
@@ -221,7 +221,14 @@ fn user_xattrs_in_a_user_namespace() {
     let (m, k) = (t.dir("m"), t.dir("k"));
 
     let child = Command::new("unshare")
-        .args(["-Urm", "--propagation", "private", "sh", "-c", USERNS_SCRIPT])
+        .args([
+            "-Urm",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            USERNS_SCRIPT,
+        ])
         .env("BIN", BIN)
         .env("l", &l)
         .env("u", &u)
@@ -247,11 +254,11 @@ fn user_xattrs_in_a_user_namespace() {
     }
     let ctx = format!("script stdout:\n{stdout}\nscript stderr:\n{stderr}");
     eprintln!("{ctx}");
-    assert!(gone, "a stratafs daemon outlived the namespace's unmount\n{ctx}");
-    let r: BTreeMap<&str, &str> = stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .collect();
+    assert!(
+        gone,
+        "a stratafs daemon outlived the namespace's unmount\n{ctx}"
+    );
+    let r: BTreeMap<&str, &str> = stdout.lines().filter_map(|l| l.split_once('=')).collect();
     let get = |key: &str| *r.get(key).unwrap_or(&"<missing>");
     let expect = |key: &str, want: &str| {
         assert_eq!(get(key), want, "{key}\n{ctx}");
@@ -386,7 +393,10 @@ fn opaque_marker_when_no_xattrs_allowed() {
     // A plain copy-up (no xattr for its origin or the parent's impure mark) works.
     fs::write(m.p("E/c"), "c2").unwrap();
 
-    assert!(is_whiteout_dev(&u.join("f")), "f is no char whiteout in the upper");
+    assert!(
+        is_whiteout_dev(&u.join("f")),
+        "f is no char whiteout in the upper"
+    );
     let marker = u.join("D/.wh..wh..opq");
     assert!(
         fs::symlink_metadata(&marker).is_ok_and(|md| md.file_type().is_file()),
