@@ -196,9 +196,12 @@ impl Filesystem for StrataFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
-            Ok(n) if n.kind == FileType::Directory => {
-                reply.opened(FileHandle(self.handles.add_dir()), FopenFlags::empty())
-            }
+            // The kernel may keep listings in its cache: a directory changes only
+            // through this mount, which invalidates them.
+            Ok(n) if n.kind == FileType::Directory => reply.opened(
+                FileHandle(self.handles.add_dir()),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(e),
         }
