@@ -69,11 +69,13 @@ impl Filesystem for StrataFs {
         // its own locks); symlink targets may be cached (the layers change only
         // through us); large writes come in 1 MiB pieces.
         let _ = cfg.add_capabilities(
-            fuser::InitFlags::FUSE_PARALLEL_DIROPS
-                | fuser::InitFlags::FUSE_CACHE_SYMLINKS
-                | fuser::InitFlags::FUSE_DO_READDIRPLUS
-                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+            fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        if std::env::var_os("STRATAFS_NO_READDIRPLUS").is_none() {
+            let _ = cfg.add_capabilities(
+                fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+            );
+        }
         let _ = cfg.set_max_write(1 << 20);
         debug!(
             "init: {} layers, upper: {}",
