@@ -22,7 +22,8 @@ pub struct DirHandle {
 /// File and directory handles handed to the kernel.
 pub struct Handles {
     next: AtomicU64,
-    files: DashMap<u64, Arc<OwnedFd>>,
+    /// Open files: handle → (node id, fd).
+    files: DashMap<u64, (u64, Arc<OwnedFd>)>,
     dirs: DashMap<u64, Arc<DirHandle>>,
 }
 
@@ -39,14 +40,22 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn add_file(&self, fd: OwnedFd) -> u64 {
+    pub fn add_file(&self, ino: u64, fd: OwnedFd) -> u64 {
         let fh = self.alloc();
-        self.files.insert(fh, Arc::new(fd));
+        self.files.insert(fh, (ino, Arc::new(fd)));
         fh
     }
 
     pub fn file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
-        self.files.get(&fh).map(|f| f.clone())
+        self.files.get(&fh).map(|f| f.1.clone())
+    }
+
+    /// Some open fd of node `ino` (for a file that has lost its last name).
+    pub fn any_for(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.files
+            .iter()
+            .find(|e| e.value().0 == ino)
+            .map(|e| e.value().1.clone())
     }
 
     pub fn close_file(&self, fh: u64) {

@@ -18,7 +18,7 @@ use log::debug;
 
 use crate::attr;
 use crate::dir::{self, Caller, New};
-use crate::file::{self, Handles};
+use crate::file;
 use crate::inode::Node;
 use crate::namei;
 use crate::overlay::Overlay;
@@ -27,7 +27,6 @@ use crate::xattr;
 
 pub struct StrataFs {
     pub ov: Arc<Overlay>,
-    handles: Handles,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -43,7 +42,6 @@ impl StrataFs {
     pub fn new(ov: Arc<Overlay>) -> Self {
         StrataFs {
             ov,
-            handles: Handles::new(),
         }
     }
 
@@ -120,7 +118,9 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let result = self.node(ino).and_then(|n| {
-            let st = match fh.and_then(|fh| self.handles.file(fh.0)) {
+            // A file that lost its last name is reached through an open fd
+            // (Node::real), the one this request names if any.
+            let st = match fh.and_then(|fh| self.ov.handles.file(fh.0)) {
                 Some(fd) if n.loc().is_none() => crate::sys::fstat(fd.as_fd()),
                 _ => n.stat(&self.ov),
             };
@@ -146,7 +146,7 @@ impl Filesystem for StrataFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let result = self.node(ino).and_then(|n| {
             let fd = file::open(&self.ov, &n, flags.0).map_err(errno)?;
-            Ok((self.handles.add_file(fd), n.stack().top()))
+            Ok((self.ov.handles.add_file(n.ino, fd), n.stack().top()))
         });
         match result {
             Ok((fh, layer)) => reply.opened(FileHandle(fh), self.open_flags(layer)),
@@ -181,7 +181,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.close_file(fh.0);
+        self.ov.handles.close_file(fh.0);
         reply.ok();
     }
 
@@ -201,7 +201,7 @@ impl Filesystem for StrataFs {
             // The kernel may keep listings in its cache: a directory changes only
             // through this mount, which invalidates them.
             Ok(n) if n.kind == FileType::Directory => reply.opened(
-                FileHandle(self.handles.add_dir()),
+                FileHandle(self.ov.handles.add_dir()),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Ok(_) => reply.error(Errno::ENOTDIR),
@@ -297,7 +297,7 @@ impl Filesystem for StrataFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles.close_dir(fh.0);
+        self.ov.handles.close_dir(fh.0);
         reply.ok();
     }
 
@@ -363,7 +363,7 @@ impl Filesystem for StrataFs {
         reply: ReplyAttr,
     ) {
         let result = self.node(ino).and_then(|n| {
-            let fd = fh.and_then(|fh| self.handles.file(fh.0));
+            let fd = fh.and_then(|fh| self.ov.handles.file(fh.0));
             let changes = attr::Changes {
                 mode,
                 uid,
@@ -499,7 +499,7 @@ impl Filesystem for StrataFs {
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
             )
             .map_err(errno)?;
-            Ok((node.attr(&st), self.handles.add_file(fd)))
+            Ok((node.attr(&st), self.ov.handles.add_file(node.ino, fd)))
         })();
         match result {
             Ok((a, fh)) => reply.created(
@@ -507,7 +507,7 @@ impl Filesystem for StrataFs {
                 &a,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(e),
         }
@@ -602,7 +602,7 @@ impl StrataFs {
         fh: FileHandle,
         offset: u64,
     ) -> Result<Arc<Vec<readdir::Entry>>, Errno> {
-        let dh = self.handles.dir(fh.0).ok_or(Errno::EBADF)?;
+        let dh = self.ov.handles.dir(fh.0).ok_or(Errno::EBADF)?;
         let mut cached = dh.entries.lock();
         if offset == 0 || cached.is_none() {
             let n = self.node(ino)?;
@@ -617,7 +617,7 @@ impl StrataFs {
         fh: FileHandle,
         f: impl FnOnce(&OwnedFd) -> std::io::Result<T>,
     ) -> Result<T, Errno> {
-        let fd = self.handles.file(fh.0).ok_or(Errno::EBADF)?;
+        let fd = self.ov.handles.file(fh.0).ok_or(Errno::EBADF)?;
         f(&fd).map_err(errno)
     }
 
@@ -670,12 +670,9 @@ impl StrataFs {
         }
     }
 
-    /// Lower files never change, so their cached pages stay valid.
-    fn open_flags(&self, layer: u16) -> FopenFlags {
-        if self.ov.layer(layer).is_upper {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE
-        }
+    /// Cached pages stay valid across opens: lower files never change, and upper
+    /// files change only through this mount, whose writes go through the page cache.
+    fn open_flags(&self, _layer: u16) -> FopenFlags {
+        FopenFlags::FOPEN_KEEP_CACHE
     }
 }

@@ -309,9 +309,14 @@ impl Node {
         if self.kind == FileType::Directory {
             return Ok((self.dir_fd(ov, top)?, CString::default()));
         }
-        let loc = self
-            .loc()
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        let Some(loc) = self.loc() else {
+            // No name left (unlinked while open): the file itself, through an open fd.
+            return ov
+                .handles
+                .any_for(self.ino)
+                .map(|fd| (fd, CString::default()))
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE));
+        };
         let parent = loc
             .parent
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;

@@ -115,6 +115,8 @@ pub struct Overlay {
     /// Lower hard links, found when one of them is copied up.
     pub links: crate::links::Links,
     pub settings: Settings,
+    /// Open file and directory handles.
+    pub handles: crate::file::Handles,
     /// POSIX ACLs are on (negotiated with the kernel at init).
     pub acl: std::sync::atomic::AtomicBool,
 }
@@ -182,6 +184,7 @@ impl Overlay {
             table: InodeTable::new(),
             settings,
             acl: std::sync::atomic::AtomicBool::new(false),
+            handles: crate::file::Handles::new(),
         };
         let root_refs = ov
             .layers

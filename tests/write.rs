@@ -79,3 +79,36 @@ fn copy_up_delete_recreate_and_dir_rename_survive_remount() {
     assert!(l.join("R/x").exists() && l.join("gone").exists());
     m.unmount();
 }
+
+#[test]
+fn an_open_file_keeps_working_after_its_last_name_is_gone() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_root();
+    let t = TempDir::new("unlinked");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("lower"), "lower\n");
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    for name in ["new", "lower"] {
+        let p = m.p(name);
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .unwrap();
+        fs::remove_file(&p).unwrap();
+        assert!(!p.exists());
+        let md = f.metadata().expect("fstat of an unlinked file");
+        assert_eq!(md.nlink(), 0, "{name}");
+        f.set_permissions(fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(f.metadata().unwrap().mode() & 0o777, 0o600);
+        std::os::unix::fs::fchown(&f, Some(7), Some(8)).unwrap();
+        assert_eq!(f.metadata().unwrap().uid(), 7);
+        use std::io::Write;
+        (&f).write_all(b"still here").unwrap();
+        f.set_len(5).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 5);
+    }
+    m.unmount();
+}
