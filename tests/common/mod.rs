@@ -199,14 +199,16 @@ impl Mount {
         }
     }
 
-    /// Unmounts and waits for the daemon to exit.
+    /// Unmounts and waits for the daemon to exit. (A mount namespace made meanwhile
+    /// by `unshare -m`, here or by a parallel test, holds a copy of the mount, and the
+    /// session ends only when that namespace goes away: hence the generous wait.)
     pub fn unmount(&self) {
         let pids = daemon_pids(&self.mnt);
         if is_mounted(&self.mnt) {
             lazy_unmount(&self.mnt);
         }
         assert!(
-            wait_for(20, || pids
+            wait_for(90, || pids
                 .iter()
                 .all(|p| !Path::new(&format!("/proc/{p}")).exists())),
             "daemon did not exit after unmount"
