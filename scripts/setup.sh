@@ -18,3 +18,6 @@ if [ ! -e /dev/fuse ]; then
     modprobe fuse 2>/dev/null || true
     [ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
 fi
+# Plain users mount through fusermount3 and open /dev/fuse themselves (cloned
+# connections, user namespaces): Debian's default mode is 0666.
+chmod 0666 /dev/fuse

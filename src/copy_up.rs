@@ -135,7 +135,14 @@ fn finish_meta(
     ino: u64,
 ) -> io::Result<()> {
     let w = work.fd.as_fd();
-    sys::chownat(w, tmp, st.st_uid, st.st_gid)?;
+    match sys::chownat(w, tmp, st.st_uid, st.st_gid) {
+        // A daemon without the right to give files away (a plain user) keeps the
+        // copy as its own, as fuse-overlayfs does.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && sys::geteuid() != 0 => {
+            debug!("copy-up: owner {}:{} not kept: {e}", st.st_uid, st.st_gid)
+        }
+        r => r?,
+    }
     if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
         sys::chmodat(w, tmp, st.st_mode & 0o7777)?;
     }

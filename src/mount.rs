@@ -123,7 +123,51 @@ fn mount_fuse(
     if root || o.allow_other || o.allow_root {
         data.push_str(",allow_other");
     }
-    let source = o
+    let source = CString::new(fs_name(req)).map_err(|_| "invalid fsname".to_string())?;
+    let data = CString::new(data).map_err(|_| "invalid mount data".to_string())?;
+    sys::mount(&source, target, c"fuse.stratafs", flags, &data)
+        .map_err(|e| format!("mount {}: {e}", target.to_string_lossy()))
+}
+
+/// Mounts through fusermount3 (setuid root), which passes the /dev/fuse connection
+/// back over a socket (`_FUSE_COMMFD`), as libfuse does for unprivileged users.
+fn mount_with_fusermount(
+    req: &MountRequest,
+    target: &CString,
+    read_only: bool,
+) -> Result<OwnedFd, String> {
+    let (ours, theirs) = sys::socketpair_for_child().map_err(|e| format!("socketpair: {e}"))?;
+    let mut opts = format!(
+        "fsname={},subtype=stratafs,default_permissions",
+        fs_name(req).replace(',', "_")
+    );
+    if read_only {
+        opts.push_str(",ro");
+    }
+    if req.opts.allow_other {
+        opts.push_str(",allow_other");
+    }
+    let out = std::process::Command::new("fusermount3")
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .args(["-o", &opts, "--"])
+        .arg(std::ffi::OsStr::from_bytes(target.as_bytes()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run fusermount3: {e}"))?;
+    drop(theirs);
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        return Err(msg.trim().replace('\n', "; "));
+    }
+    sys::recv_fd(std::os::fd::AsFd::as_fd(&ours))
+        .map_err(|e| format!("no /dev/fuse connection from fusermount3: {e}"))
+}
+
+/// The mount's source name: `fsname=`, else a leading SOURCE argument, else "stratafs".
+fn fs_name(req: &MountRequest) -> String {
+    req.opts
         .fsname
         .clone()
         .or_else(|| {
@@ -131,11 +175,7 @@ fn mount_fuse(
                 .as_ref()
                 .map(|s| s.to_string_lossy().into_owned())
         })
-        .unwrap_or_else(|| "stratafs".into());
-    let source = CString::new(source).map_err(|_| "invalid fsname".to_string())?;
-    let data = CString::new(data).map_err(|_| "invalid mount data".to_string())?;
-    sys::mount(&source, target, c"fuse.stratafs", flags, &data)
-        .map_err(|e| format!("mount {}: {e}", target.to_string_lossy()))
+        .unwrap_or_else(|| "stratafs".into())
 }
 
 /// Unmounts lazily, so busy files keep working and nothing is left half-connected.
@@ -176,20 +216,29 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     let mountpoint = std::fs::canonicalize(&req.mountpoint)
         .map_err(|e| format!("mountpoint {}: {e}", req.mountpoint.display()))?;
     let target = cpath(&mountpoint)?;
-    let dev = open_dev_fuse()?;
     sys::clear_umask();
     let nofile = sys::raise_nofile_limit();
     inode::set_fd_budget(nofile as i64 / 2);
 
     let read_only = ov.settings.read_only;
-    mount_fuse(&req, &target, &dev, read_only)?;
+    let direct =
+        open_dev_fuse().and_then(|dev| mount_fuse(&req, &target, &dev, read_only).map(|_| dev));
+    let dev = match direct {
+        Ok(dev) => dev,
+        // Not allowed to mount (a plain user outside a user namespace): the setuid
+        // helper mounts and hands us the connection.
+        Err(e) if sys::geteuid() != 0 => mount_with_fusermount(&req, &target, read_only)
+            .map_err(|e2| format!("{e}; and through fusermount3: {e2}"))?,
+        Err(e) => return Err(e),
+    };
     // Two per core, at least four: a request that waits (a copy-up, a second writer
     // waiting for it) must not leave the rest of the mount without a thread.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
     let threads = threads.max(4);
     let mut cfg = Config::default();
     cfg.n_threads = Some(threads);
-    cfg.clone_fd = true;
+    // Cloned fds reopen /dev/fuse, which a plain user may not be allowed to.
+    cfg.clone_fd = open_dev_fuse().is_ok();
     let fs = StrataFs::new(Arc::new(ov));
     let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {
         Ok(s) => s,
