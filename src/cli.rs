@@ -131,6 +131,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 read_only: true,
                 volatile: true,
                 acl: false,
+                ids: Default::default(),
             };
             let upper = o.upperdir.as_deref().map(|u| (u, u));
             let ov = Overlay::open(upper, &o.lowerdirs, settings)?;

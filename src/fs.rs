@@ -99,7 +99,7 @@ impl Filesystem for StrataFs {
                 .ov
                 .table
                 .lookup_ref(found.ino, found.kind, &parent, &cname, found.refs);
-            Ok(node.attr(&found.stat))
+            Ok(self.shown(node.attr(&found.stat)))
         })();
         match result {
             Ok(attr) => reply.entry(&self.ov.settings.ttl, &attr, Generation(0)),
@@ -124,7 +124,7 @@ impl Filesystem for StrataFs {
                 Some(fd) if n.loc().is_none() => crate::sys::fstat(fd.as_fd()),
                 _ => n.stat(&self.ov),
             };
-            st.map(|st| n.attr(&st)).map_err(errno)
+            st.map(|st| self.shown(n.attr(&st))).map_err(errno)
         });
         match result {
             Ok(attr) => reply.attr(&self.ov.settings.ttl, &attr),
@@ -280,7 +280,7 @@ impl Filesystem for StrataFs {
                 .ov
                 .table
                 .lookup_ref(found.ino, found.kind, &dir, &cname, found.refs);
-            let attr = node.attr(&found.stat);
+            let attr = self.shown(node.attr(&found.stat));
             if reply.add(attr.ino, i as u64 + 1, name, &ttl, &attr, Generation(0)) {
                 self.ov.table.forget(node.ino, 1); // did not fit: not handed out
                 break;
@@ -364,6 +364,14 @@ impl Filesystem for StrataFs {
     ) {
         let result = self.node(ino).and_then(|n| {
             let fd = fh.and_then(|fh| self.ov.handles.file(fh.0));
+            // Owners given through the mount are stored through the id mapping; with
+            // squashing, owner changes succeed and change nothing.
+            let ids = &self.ov.settings.ids;
+            let (uid, gid) = if ids.squashing() {
+                (None, None)
+            } else {
+                (uid.map(|u| ids.store_uid(u)), gid.map(|g| ids.store_gid(g)))
+            };
             let changes = attr::Changes {
                 mode,
                 uid,
@@ -373,7 +381,7 @@ impl Filesystem for StrataFs {
                 mtime,
             };
             let st = attr::setattr(&self.ov, &n, fd, changes).map_err(errno)?;
-            Ok(n.attr(&st))
+            Ok(self.shown(n.attr(&st)))
         });
         match result {
             Ok(a) => reply.attr(&self.ov.settings.ttl, &a),
@@ -487,8 +495,8 @@ impl Filesystem for StrataFs {
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
             let caller = Caller {
-                uid: req.uid(),
-                gid: req.gid(),
+                uid: self.ov.settings.ids.store_uid(req.uid()),
+                gid: self.ov.settings.ids.store_gid(req.gid()),
                 umask,
             };
             let (node, st, _) =
@@ -499,7 +507,7 @@ impl Filesystem for StrataFs {
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
             )
             .map_err(errno)?;
-            Ok((node.attr(&st), self.ov.handles.add_file(node.ino, fd)))
+            Ok((self.shown(node.attr(&st)), self.ov.handles.add_file(node.ino, fd)))
         })();
         match result {
             Ok((a, fh)) => reply.created(
@@ -594,6 +602,12 @@ impl Filesystem for StrataFs {
 }
 
 impl StrataFs {
+    /// Attributes as the mount shows them: owners through the id mapping.
+    fn shown(&self, mut a: fuser::FileAttr) -> fuser::FileAttr {
+        (a.uid, a.gid) = self.ov.settings.ids.show(a.uid, a.gid);
+        a
+    }
+
     /// The merged listing of an open directory: a snapshot taken on the first read and
     /// again on a read from offset 0 (opendir, rewinddir).
     fn dir_entries(
@@ -647,12 +661,12 @@ impl StrataFs {
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
             let caller = Caller {
-                uid: req.uid(),
-                gid: req.gid(),
+                uid: self.ov.settings.ids.store_uid(req.uid()),
+                gid: self.ov.settings.ids.store_gid(req.gid()),
                 umask,
             };
             let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
-            Ok(node.attr(&st))
+            Ok(self.shown(node.attr(&st)))
         })();
         match result {
             Ok(a) => reply.entry(&self.ov.settings.ttl, &a, Generation(0)),

@@ -12,6 +12,7 @@ mod copy_up;
 mod dir;
 mod file;
 mod fs;
+mod idmap;
 mod index;
 mod inode;
 mod inspect;

@@ -65,6 +65,13 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
         read_only: o.read_only || o.upperdir.is_none(),
         volatile: o.volatile,
         acl: !o.noacl,
+        ids: crate::idmap::IdMap::new(
+            o.uidmapping.as_deref(),
+            o.gidmapping.as_deref(),
+            o.squash_to_root,
+            o.squash_to_uid,
+            o.squash_to_gid,
+        )?,
     };
     if let (Some(upper), Some(work)) = (&o.upperdir, &o.workdir) {
         let dev_of = |p: &Path, what: &str| {

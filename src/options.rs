@@ -31,6 +31,12 @@ pub struct MountOptions {
     pub volatile: bool,
     /// `noacl`: no POSIX ACL support.
     pub noacl: bool,
+    /// Owner mapping and squashing (see `idmap`).
+    pub uidmapping: Option<String>,
+    pub gidmapping: Option<String>,
+    pub squash_to_root: bool,
+    pub squash_to_uid: Option<u32>,
+    pub squash_to_gid: Option<u32>,
     /// Items that are accepted and recorded but not acted on yet, as `(key, value)`.
     pub accepted: Vec<(String, Option<String>)>,
     /// Items nobody knows; each was reported as `unknown argument ignored`.
@@ -213,6 +219,15 @@ impl MountOptions {
             ("debug", None) => self.debug = true,
             ("volatile", None) => self.volatile = true,
             ("noacl", None) => self.noacl = true,
+            ("uidmapping", Some(v)) => self.uidmapping = Some(v.to_string()),
+            ("gidmapping", Some(v)) => self.gidmapping = Some(v.to_string()),
+            ("squash_to_root", None) => self.squash_to_root = true,
+            ("squash_to_uid", Some(v)) => {
+                self.squash_to_uid = Some(v.parse().map_err(|_| format!("invalid squash_to_uid: {v}"))?)
+            }
+            ("squash_to_gid", Some(v)) => {
+                self.squash_to_gid = Some(v.parse().map_err(|_| format!("invalid squash_to_gid: {v}"))?)
+            }
             ("fsync" | "sync", Some(v)) => self.volatile = v == "0",
             ("redirect_dir", Some(v)) if !matches!(v, "on" | "off" | "follow" | "nofollow") => {
                 return Err(format!("invalid value for redirect_dir: {v}"));
@@ -274,9 +289,8 @@ mod tests {
             "uidmapping=:0:1:5000",
         ])
         .unwrap();
-        assert!(o
-            .accepted
-            .contains(&("uidmapping".into(), Some(":0:1:5000".into()))));
+        assert_eq!(o.uidmapping.as_deref(), Some(":0:1:5000"));
+        assert!(o.unknown.is_empty());
     }
 
     #[test]

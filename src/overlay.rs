@@ -42,6 +42,8 @@ pub struct Settings {
     pub volatile: bool,
     /// Ask the kernel for POSIX ACL support (off with `noacl`).
     pub acl: bool,
+    /// Owner mapping between the layers and the mount.
+    pub ids: crate::idmap::IdMap,
 }
 
 /// Maps (device, real inode number) to the inode number the mount shows, like the

@@ -1,0 +1,69 @@
+//! fuse-overlayfs's owner options on real mounts: `uidmapping=`/`gidmapping=` in the
+//! form podman writes (leading `:`, several triples), and squashing.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+fn owned(path: &std::path::Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+}
+
+#[test]
+fn uid_and_gid_mappings_shift_owners_both_ways() {
+    assert_root();
+    let t = TempDir::new("idmap");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("root"), "r");
+    write(&l.join("user"), "u");
+    write(&l.join("far"), "f");
+    owned(&l.join("user"), 1000, 1000);
+    owned(&l.join("far"), 200_000, 200_000);
+    // layer ids 0..999 show as 100000..; 1000 shows as 0 (like --userns=keep-id)
+    let opts = layer_opts(&[&l], Some((&u, &w)))
+        + ",uidmapping=:0:100000:1000:1000:0:1,gidmapping=:0:100000:1000:1000:0:1";
+    let m = Mount::new(&opts, &t.dir("m"));
+    let ids = |p: &str| {
+        let md = fs::symlink_metadata(m.p(p)).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(ids("root"), (100000, 100000));
+    assert_eq!(ids("user"), (0, 0));
+    assert_eq!(ids("far"), (65534, 65534));
+    // created by root (shown id 0): stored as layer id 1000
+    write(&m.p("new"), "n");
+    assert_eq!(ids("new"), (0, 0));
+    let md = fs::metadata(u.join("new")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    // chown to a shown id: stored shifted back
+    owned(&m.p("root"), 100005, 100006);
+    assert_eq!(ids("root"), (100005, 100006));
+    let md = fs::metadata(u.join("root")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (5, 6));
+    m.unmount();
+}
+
+#[test]
+fn squashing_shows_one_owner_and_ignores_owner_changes() {
+    assert_root();
+    let t = TempDir::new("squash");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("f"), "f");
+    owned(&l.join("f"), 1234, 5678);
+    let opts = layer_opts(&[&l], Some((&u, &w))) + ",squash_to_root";
+    let m = Mount::new(&opts, &t.dir("m"));
+    let md = fs::metadata(m.p("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    owned(&m.p("f"), 42, 43);
+    let md = fs::metadata(m.p("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    m.unmount();
+    drop(m);
+    let opts = layer_opts(&[&l], Some((&u, &w))) + ",squash_to_uid=7,squash_to_gid=8";
+    let m = Mount::new(&opts, &t.dir("m"));
+    let md = fs::metadata(m.p("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (7, 8));
+    m.unmount();
+}
