@@ -131,6 +131,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 read_only: true,
                 volatile: true,
                 acl: false,
+                static_nlink: false,
+                noxattrs: false,
                 ids: Default::default(),
             };
             let upper = o.upperdir.as_deref().map(|u| (u, u));

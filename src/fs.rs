@@ -605,6 +605,9 @@ impl StrataFs {
     /// Attributes as the mount shows them: owners through the id mapping.
     fn shown(&self, mut a: fuser::FileAttr) -> fuser::FileAttr {
         (a.uid, a.gid) = self.ov.settings.ids.show(a.uid, a.gid);
+        if self.ov.settings.static_nlink && a.kind == FileType::Directory {
+            a.nlink = 1;
+        }
         a
     }
 

@@ -64,7 +64,9 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
         ttl: Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(1_000_000_000)),
         read_only: o.read_only || o.upperdir.is_none(),
         volatile: o.volatile,
-        acl: !o.noacl,
+        acl: !o.noacl && !o.noxattrs,
+        static_nlink: o.static_nlink,
+        noxattrs: o.noxattrs,
         ids: crate::idmap::IdMap::new(
             o.uidmapping.as_deref(),
             o.gidmapping.as_deref(),

@@ -31,6 +31,10 @@ pub struct MountOptions {
     pub volatile: bool,
     /// `noacl`: no POSIX ACL support.
     pub noacl: bool,
+    /// `static_nlink`: directories report one link.
+    pub static_nlink: bool,
+    /// `noxattrs=1`: extended attributes are not supported (ENOSYS).
+    pub noxattrs: bool,
     /// Owner mapping and squashing (see `idmap`).
     pub uidmapping: Option<String>,
     pub gidmapping: Option<String>,
@@ -219,6 +223,8 @@ impl MountOptions {
             ("debug", None) => self.debug = true,
             ("volatile", None) => self.volatile = true,
             ("noacl", None) => self.noacl = true,
+            ("static_nlink", None) => self.static_nlink = true,
+            ("noxattrs", Some(v)) => self.noxattrs = v != "0",
             ("uidmapping", Some(v)) => self.uidmapping = Some(v.to_string()),
             ("gidmapping", Some(v)) => self.gidmapping = Some(v.to_string()),
             ("squash_to_root", None) => self.squash_to_root = true,

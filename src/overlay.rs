@@ -42,6 +42,10 @@ pub struct Settings {
     pub volatile: bool,
     /// Ask the kernel for POSIX ACL support (off with `noacl`).
     pub acl: bool,
+    /// Directories report one link (`static_nlink`).
+    pub static_nlink: bool,
+    /// Extended attributes answer ENOSYS (`noxattrs=1`).
+    pub noxattrs: bool,
     /// Owner mapping between the layers and the mount.
     pub ids: crate::idmap::IdMap,
 }

@@ -17,6 +17,14 @@ fn enodata() -> io::Error {
     io::Error::from_raw_os_error(libc::ENODATA)
 }
 
+/// With `noxattrs=1`, every xattr call answers ENOSYS (the kernel then stops asking).
+fn check_enabled(ov: &Overlay) -> io::Result<()> {
+    if ov.settings.noxattrs {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok(())
+}
+
 /// Is `name` a POSIX ACL while ACLs are off (`noacl`)? Those read as absent and
 /// cannot be set.
 fn acl_off(ov: &Overlay, name: &[u8]) -> bool {
@@ -25,6 +33,7 @@ fn acl_off(ov: &Overlay, name: &[u8]) -> bool {
 
 /// The value of `name` on `node`; private names read as absent.
 pub fn get(ov: &Overlay, node: &Node, name: &OsStr) -> io::Result<Vec<u8>> {
+    check_enabled(ov)?;
     if is_private_xattr(name.as_bytes()) || acl_off(ov, name.as_bytes()) {
         return Err(enodata());
     }
@@ -42,6 +51,7 @@ pub fn get(ov: &Overlay, node: &Node, name: &OsStr) -> io::Result<Vec<u8>> {
 
 /// The names on `node`, NUL-terminated each, private ones left out.
 pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<u8>> {
+    check_enabled(ov)?;
     let (dir, obj) = node.real(ov)?;
     let names = sys::listxattr(At {
         dir: dir.as_fd(),
@@ -59,6 +69,7 @@ pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<u8>> {
 }
 
 fn xattr_name(ov: &Overlay, name: &OsStr) -> io::Result<CString> {
+    check_enabled(ov)?;
     if is_private_xattr(name.as_bytes()) {
         return Err(io::Error::from_raw_os_error(libc::EPERM));
     }

@@ -67,3 +67,26 @@ fn squashing_shows_one_owner_and_ignores_owner_changes() {
     assert_eq!((md.uid(), md.gid()), (7, 8));
     m.unmount();
 }
+
+#[test]
+fn static_nlink_and_noxattrs() {
+    assert_root();
+    let t = TempDir::new("nlink");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("D/sub1/f"), "f");
+    fs::create_dir_all(l.join("D/sub2")).unwrap();
+    set_xattr(&l.join("D/sub1/f"), "user.k", b"v");
+    let plain = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    assert_eq!(fs::metadata(plain.p("D")).unwrap().nlink(), 4);
+    assert_eq!(get_xattr(&plain.p("D/sub1/f"), "user.k").unwrap(), b"v");
+    plain.unmount();
+    drop(plain);
+    let opts = layer_opts(&[&l], Some((&u, &w))) + ",static_nlink,noxattrs=1";
+    let m = Mount::new(&opts, &t.dir("m"));
+    assert_eq!(fs::metadata(m.p("D")).unwrap().nlink(), 1);
+    assert_eq!(
+        get_xattr(&m.p("D/sub1/f"), "user.k").unwrap_err(),
+        libc::EOPNOTSUPP
+    );
+    m.unmount();
+}
