@@ -19,11 +19,18 @@ pub struct DirHandle {
     pub entries: Mutex<Option<Arc<Vec<Entry>>>>,
 }
 
+/// An open file: its node, its real fd, and the passthrough backing it keeps
+/// registered while open (none when the daemon serves its I/O).
+pub struct OpenFile {
+    pub ino: u64,
+    pub fd: Arc<OwnedFd>,
+    pub backing: Option<Arc<fuser::BackingId>>,
+}
+
 /// File and directory handles handed to the kernel.
 pub struct Handles {
     next: AtomicU64,
-    /// Open files: handle → (node id, fd).
-    files: DashMap<u64, (u64, Arc<OwnedFd>)>,
+    files: DashMap<u64, OpenFile>,
     dirs: DashMap<u64, Arc<DirHandle>>,
 }
 
@@ -40,26 +47,31 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn add_file(&self, ino: u64, fd: OwnedFd) -> u64 {
+    pub fn add_file(
+        &self,
+        ino: u64,
+        fd: Arc<OwnedFd>,
+        backing: Option<Arc<fuser::BackingId>>,
+    ) -> u64 {
         let fh = self.alloc();
-        self.files.insert(fh, (ino, Arc::new(fd)));
+        self.files.insert(fh, OpenFile { ino, fd, backing });
         fh
     }
 
     pub fn file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
-        self.files.get(&fh).map(|f| f.1.clone())
+        self.files.get(&fh).map(|f| f.fd.clone())
     }
 
     /// Some open fd of node `ino` (for a file that has lost its last name).
     pub fn any_for(&self, ino: u64) -> Option<Arc<OwnedFd>> {
         self.files
             .iter()
-            .find(|e| e.value().0 == ino)
-            .map(|e| e.value().1.clone())
+            .find(|e| e.value().ino == ino)
+            .map(|e| e.value().fd.clone())
     }
 
-    pub fn close_file(&self, fh: u64) {
-        self.files.remove(&fh);
+    pub fn close_file(&self, fh: u64) -> Option<OpenFile> {
+        self.files.remove(&fh).map(|(_, f)| f)
     }
 
     pub fn add_dir(&self) -> u64 {

@@ -75,6 +75,15 @@ impl Filesystem for StrataFs {
             );
         }
         let _ = cfg.set_max_write(1 << 20);
+        // File data straight between the kernel and the upper files (root only; the
+        // first refusal turns it off).
+        if std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none()
+            && crate::sys::geteuid() == 0
+            && cfg.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && cfg.set_max_stack_depth(1).is_ok()
+        {
+            self.ov.passthrough.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         debug!(
             "init: {} layers, upper: {}",
             self.ov.layers.len(),
@@ -146,11 +155,17 @@ impl Filesystem for StrataFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let result = self.node(ino).and_then(|n| {
             let fd = file::open(&self.ov, &n, flags.0).map_err(errno)?;
-            Ok((self.ov.handles.add_file(n.ino, fd), n.stack().top()))
+            Ok((n, Arc::new(fd)))
         });
-        match result {
-            Ok((fh, layer)) => reply.opened(FileHandle(fh), self.open_flags(layer)),
-            Err(e) => reply.error(e),
+        let (n, fd) = match result {
+            Ok(v) => v,
+            Err(e) => return reply.error(e),
+        };
+        let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
+        let fh = self.ov.handles.add_file(n.ino, fd, backing.clone());
+        match backing {
+            Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -181,7 +196,15 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.ov.handles.close_file(fh.0);
+        if let Some(f) = self.ov.handles.close_file(fh.0) {
+            if f.backing.is_none() {
+                if let Some(n) = self.ov.table.get(f.ino) {
+                    let mut io = n.io.lock();
+                    io.cached = io.cached.saturating_sub(1);
+                }
+            }
+            // A passthrough backing goes away with its last handle (dropped here).
+        }
         reply.ok();
     }
 
@@ -507,17 +530,22 @@ impl Filesystem for StrataFs {
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
             )
             .map_err(errno)?;
-            Ok((self.shown(node.attr(&st)), self.ov.handles.add_file(node.ino, fd)))
+            let attr = self.shown(node.attr(&st));
+            Ok((node, attr, Arc::new(fd)))
         })();
-        match result {
-            Ok((a, fh)) => reply.created(
-                &self.ov.settings.ttl,
-                &a,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(e),
+        let (node, a, fd) = match result {
+            Ok(v) => v,
+            Err(e) => return reply.error(e),
+        };
+        let backing = self.passthrough(&node, &fd, |fd| reply.open_backing(fd));
+        let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone()));
+        // (KEEP_CACHE is for daemon-served files: with passthrough the kernel refuses it.)
+        let ttl = self.ov.settings.ttl;
+        match backing {
+            Some(id) => {
+                reply.created_passthrough(&ttl, &a, Generation(0), fh, FopenFlags::empty(), &id)
+            }
+            None => reply.created(&ttl, &a, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -687,9 +715,41 @@ impl StrataFs {
         }
     }
 
-    /// Cached pages stay valid across opens: lower files never change, and upper
-    /// files change only through this mount, whose writes go through the page cache.
-    fn open_flags(&self, _layer: u16) -> FopenFlags {
-        FopenFlags::FOPEN_KEEP_CACHE
+    /// Chooses how a new open file of `n` (real file `fd`) does its I/O: through the
+    /// node's passthrough backing (registered with `open_backing` on first use) when
+    /// passthrough is on, the file is in the upper layer and no daemon-served file of
+    /// the node is open; else through the daemon. Lower files are never passthrough:
+    /// a later copy-up could not switch their backing to the upper file.
+    fn passthrough(
+        &self,
+        n: &Node,
+        fd: &OwnedFd,
+        open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
+    ) -> Option<Arc<fuser::BackingId>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut io = n.io.lock();
+        if self.ov.passthrough.load(Relaxed)
+            && io.cached == 0
+            && self.ov.layer(n.stack().top()).is_upper
+        {
+            if let Some(id) = io.backing.upgrade() {
+                return Some(id);
+            }
+            match open_backing(fd) {
+                Ok(id) => {
+                    let id = Arc::new(id);
+                    io.backing = Arc::downgrade(&id);
+                    return Some(id);
+                }
+                Err(e) => {
+                    // Not permitted here (no CAP_SYS_ADMIN in the initial namespace):
+                    // the daemon serves I/O from now on.
+                    log::info!("FUSE passthrough refused ({e}); the daemon serves file I/O");
+                    self.ov.passthrough.store(false, Relaxed);
+                }
+            }
+        }
+        io.cached += 1;
+        None
     }
 }

@@ -131,6 +131,18 @@ pub struct Node {
     stack: RwLock<Arc<Stack>>,
     /// Held while this node is copied up, so concurrent writers copy it once.
     pub copy_lock: Mutex<()>,
+    /// How the node's open files do their I/O (see `file::Handles`).
+    pub io: Mutex<OpenState>,
+}
+
+/// The kernel allows one way of I/O per FUSE inode at a time: all its open files go
+/// through one shared backing file (passthrough), or all through the daemon.
+#[derive(Default)]
+pub struct OpenState {
+    /// The backing file of the passthrough opens, while any is open.
+    pub backing: std::sync::Weak<fuser::BackingId>,
+    /// Open files served by the daemon.
+    pub cached: u32,
 }
 
 impl Node {
@@ -151,6 +163,7 @@ impl Node {
             }]),
             stack: RwLock::new(Arc::new(Stack::new(refs))),
             copy_lock: Mutex::new(()),
+            io: Mutex::new(OpenState::default()),
         }
     }
 
@@ -169,6 +182,7 @@ impl Node {
             }]),
             stack: RwLock::new(Arc::new(stack)),
             copy_lock: Mutex::new(()),
+            io: Mutex::new(OpenState::default()),
         }
     }
 

@@ -121,6 +121,8 @@ pub struct Overlay {
     /// Lower hard links, found when one of them is copied up.
     pub links: crate::links::Links,
     pub settings: Settings,
+    /// FUSE passthrough is on (negotiated at init, off after a refusal).
+    pub passthrough: std::sync::atomic::AtomicBool,
     /// Open file and directory handles.
     pub handles: crate::file::Handles,
     /// POSIX ACLs are on (negotiated with the kernel at init).
@@ -191,6 +193,7 @@ impl Overlay {
             settings,
             acl: std::sync::atomic::AtomicBool::new(false),
             handles: crate::file::Handles::new(),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
         };
         let root_refs = ov
             .layers

@@ -285,3 +285,45 @@ fn writes_after_copy_up_read_back_everywhere() {
     check(&m, "after dropping caches");
     m.unmount();
 }
+
+/// A reader of the lower file stays open while a writer copies it up, and later opens
+/// of the upper file mix with them (as root the upper file's I/O may go through FUSE
+/// passthrough, the lower's through the daemon: the kernel allows one way per inode
+/// at a time).
+#[test]
+fn readers_and_writers_across_copy_up_mix() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    assert_root();
+    let t = TempDir::new("cu-mix");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    fs::write(l.join("f"), "lower data\n").unwrap();
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    let mut reader = fs::File::open(m.p("f")).unwrap();
+    let mut writer = fs::OpenOptions::new().append(true).open(m.p("f")).unwrap();
+    writer.write_all(b"appended\n").unwrap();
+    let mut s = String::new();
+    reader.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "lower data\n", "the open reader keeps the lower file");
+    let mut second = fs::File::open(m.p("f")).unwrap();
+    s.clear();
+    second.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "lower data\nappended\n");
+    drop(reader);
+    drop(second);
+    drop(writer);
+    // all closed: new opens of the upper file, several at once
+    let mut a = fs::OpenOptions::new().read(true).write(true).open(m.p("f")).unwrap();
+    let mut b = fs::File::open(m.p("f")).unwrap();
+    a.seek(SeekFrom::End(0)).unwrap();
+    a.write_all(b"more\n").unwrap();
+    s.clear();
+    b.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "lower data\nappended\nmore\n");
+    assert_eq!(fs::metadata(m.p("f")).unwrap().len(), 25);
+    drop((a, b));
+    assert_eq!(
+        fs::read_to_string(u.join("f")).unwrap(),
+        "lower data\nappended\nmore\n"
+    );
+    m.unmount();
+}
