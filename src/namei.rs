@@ -140,23 +140,26 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
 
 /// Adds the directories found at `path` in the layers from `first` down, as a
 /// redirect asks: a whiteout or non-directory on the way ends the search, a layer
-/// without the path is skipped, an opaque directory is the last one merged.
+/// without the path is skipped, an opaque directory is the last one merged, and a
+/// directory found there that carries a redirect of its own (renamed again after a
+/// remount pushed the first rename down) sends the search on from its target.
 fn follow_redirect(
     ov: &Overlay,
     first: u16,
     path: &[u8],
     refs: &mut Vec<LayerRef>,
 ) -> io::Result<()> {
-    let comps: Vec<&[u8]> = path
-        .split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .collect();
-    if comps.iter().any(|c| *c == b".." || *c == b".") {
-        return Err(io::Error::from_raw_os_error(libc::EIO));
-    }
-    let cpath = Arc::new(CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EIO))?);
+    let mut path = path.to_vec();
     'layers: for layer in first as usize..ov.layers.len() {
+        let comps: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        if comps.iter().any(|c| *c == b".." || *c == b".") {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         let mut cur: Option<std::os::fd::OwnedFd> = None;
+        let mut next_path = None;
         for (i, comp) in comps.iter().enumerate() {
             let cname = CString::new(*comp).map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
             let dir = cur
@@ -176,20 +179,47 @@ fn follow_redirect(
             }
             let next = sys::openat(dir, &cname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
             if i + 1 == comps.len() {
-                let opacity = whiteout::opacity(next.as_fd(), c"");
+                let names = sys::listxattr(At {
+                    dir: next.as_fd(),
+                    name: c"",
+                })
+                .unwrap_or_default();
+                let opacity = whiteout::opacity_with(next.as_fd(), c"", &names);
+                let cpath = CString::new(path.clone())
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
                 refs.push(LayerRef {
                     layer: layer as u16,
                     xwhiteouts: opacity == Opacity::XWhiteouts,
-                    path: Some(cpath.clone()),
+                    path: Some(Arc::new(cpath)),
                 });
                 if opacity == Opacity::Opaque {
                     return Ok(());
                 }
+                if let Some(target) = read_redirect(next.as_fd(), &names) {
+                    next_path = Some(redirect_target(&path, &target));
+                }
             }
             cur = Some(next);
         }
+        if let Some(p) = next_path {
+            path = p;
+        }
     }
     Ok(())
+}
+
+/// Where a redirect on the directory at `path` points: an absolute target (leading
+/// `/`) is a path from the layer root, a relative one a sibling name.
+fn redirect_target(path: &[u8], target: &[u8]) -> Vec<u8> {
+    if target.first() == Some(&b'/') {
+        return target[1..].to_vec();
+    }
+    let mut p = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => path[..=i].to_vec(),
+        None => Vec::new(),
+    };
+    p.extend_from_slice(target);
+    p
 }
 
 const ORIGIN_XATTRS: [&std::ffi::CStr; 2] = [

@@ -112,3 +112,35 @@ fn an_open_file_keeps_working_after_its_last_name_is_gone() {
     }
     m.unmount();
 }
+
+/// A directory renamed, pushed down into the lowers (as after a remount with the old
+/// upper as a lower), and renamed again: its lookup follows both redirects to the
+/// bottom layer's contents.
+#[test]
+fn chained_redirects_reach_the_bottom_layer() {
+    assert_root();
+    let t = TempDir::new("redirects");
+    let (l1, l2, u, w) = (t.dir("l1"), t.dir("l2"), t.dir("u"), t.dir("w"));
+    write(&l2.join("a/dir/f"), "pop\n");
+    fs::create_dir_all(l1.join("a/dirx")).unwrap();
+    set_xattr(&l1.join("a/dirx"), "trusted.overlay.redirect", b"/a/dir");
+    whiteout(&l1.join("a/dir"));
+    fs::create_dir_all(u.join("a/empty/dir")).unwrap();
+    set_xattr(&u.join("a/empty/dir"), "trusted.overlay.redirect", b"/a/dirx");
+    whiteout(&u.join("a/dirx"));
+    // the same, with a relative redirect in the middle layer
+    write(&l2.join("b/one/g"), "g\n");
+    fs::create_dir_all(l1.join("b/two")).unwrap();
+    set_xattr(&l1.join("b/two"), "trusted.overlay.redirect", b"one");
+    whiteout(&l1.join("b/one"));
+    fs::create_dir_all(u.join("b/three")).unwrap();
+    set_xattr(&u.join("b/three"), "trusted.overlay.redirect", b"/b/two");
+    whiteout(&u.join("b/two"));
+    let m = Mount::layers(&[&l1, &l2], Some((&u, &w)), &t.dir("m"));
+    assert_eq!(names(&m.p("a")), vec!["empty"]);
+    assert_eq!(names(&m.p("a/empty/dir")), vec!["f"]);
+    assert_eq!(fs::read_to_string(m.p("a/empty/dir/f")).unwrap(), "pop\n");
+    assert_eq!(names(&m.p("b")), vec!["three"]);
+    assert_eq!(fs::read_to_string(m.p("b/three/g")).unwrap(), "g\n");
+    m.unmount();
+}
