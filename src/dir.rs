@@ -334,13 +334,48 @@ fn prepare_dir_move(
         ));
     }
     copy_up(ov, node)?;
-    if let Some((_, first)) = lower_paths.first() {
-        let mut v = b"/".to_vec();
-        v.extend_from_slice(first.to_bytes());
+    if !lower_paths.is_empty() {
+        let v = redirect_path(ov, node)?;
         let (dir, _) = node.real(ov)?;
         work.set_xattr(dir.as_fd(), c"", "redirect", &v)?;
     }
     Ok(lower_paths)
+}
+
+/// The redirect a directory about to move records, made as the kernel's
+/// `ovl_get_redirect` makes it: its absolute path before the move, where the directory
+/// itself or an ancestor that already carries a redirect in the upper layer (moved
+/// before) contributes that redirect instead of its name. Lookup resolves it layer by
+/// layer, following the redirects it meets on the way.
+fn redirect_path(ov: &Overlay, node: &Arc<Node>) -> io::Result<Vec<u8>> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut cur = node.clone();
+    loop {
+        let loc = cur.loc().ok_or_else(|| err(libc::ESTALE))?;
+        let Some(parent) = loc.parent else {
+            break; // the root
+        };
+        let own = if cur.stack().top() == 0 {
+            cur.dir_fd(ov, 0)
+                .ok()
+                .and_then(|fd| namei::redirect_of(fd.as_fd()))
+        } else {
+            None
+        };
+        match own {
+            Some(r) if r.first() == Some(&b'/') => {
+                parts.push(r[1..].to_vec());
+                break;
+            }
+            Some(r) => parts.push(r),
+            None => parts.push(loc.name.to_bytes().to_vec()),
+        }
+        cur = parent;
+    }
+    parts.reverse();
+    let mut v = b"/".to_vec();
+    v.extend_from_slice(&parts.join(&b'/'));
+    Ok(v)
 }
 
 /// After a move: the node answers to its new name, and its lower parts stay where

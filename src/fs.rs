@@ -40,9 +40,7 @@ fn errno(e: std::io::Error) -> Errno {
 
 impl StrataFs {
     pub fn new(ov: Arc<Overlay>) -> Self {
-        StrataFs {
-            ov,
-        }
+        StrataFs { ov }
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
@@ -79,10 +77,14 @@ impl Filesystem for StrataFs {
         // first refusal turns it off).
         if std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none()
             && crate::sys::geteuid() == 0
-            && cfg.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && cfg
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
             && cfg.set_max_stack_depth(1).is_ok()
         {
-            self.ov.passthrough.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.ov
+                .passthrough
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         debug!(
             "init: {} layers, upper: {}",

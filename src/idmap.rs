@@ -32,7 +32,10 @@ fn parse_ranges(v: &str) -> Result<Vec<Range>, String> {
     let nums: Vec<u32> = v
         .split(':')
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().map_err(|_| format!("invalid mapping specified: {v}")))
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| format!("invalid mapping specified: {v}"))
+        })
         .collect::<Result<_, _>>()?;
     if nums.is_empty() || nums.len() % 3 != 0 {
         return Err(format!("invalid mapping specified: {v}"));
@@ -76,8 +79,14 @@ impl IdMap {
         squash_to_gid: Option<u32>,
     ) -> Result<IdMap, String> {
         Ok(IdMap {
-            uids: uidmapping.map(parse_ranges).transpose()?.unwrap_or_default(),
-            gids: gidmapping.map(parse_ranges).transpose()?.unwrap_or_default(),
+            uids: uidmapping
+                .map(parse_ranges)
+                .transpose()?
+                .unwrap_or_default(),
+            gids: gidmapping
+                .map(parse_ranges)
+                .transpose()?
+                .unwrap_or_default(),
             squash_uid: squash_to_uid.or(squash_to_root.then_some(0)),
             squash_gid: squash_to_gid.or(squash_to_root.then_some(0)),
         })

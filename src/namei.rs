@@ -112,18 +112,15 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
             break;
         }
         if let Some(target) = read_redirect(sub.as_fd(), &xattrs) {
-            // A renamed directory: its lower parts are found at the recorded path.
-            let path = if target.first() == Some(&b'/') {
-                target[1..].to_vec()
+            // A renamed directory: its lower parts are found at the recorded path (an
+            // absolute one from the layer roots, a relative one beside the parent's
+            // directory in each layer).
+            let start = if target.first() == Some(&b'/') {
+                Redirect::Path(target[1..].to_vec())
             } else {
-                let mut p = parent.layer_path(pref.layer)?;
-                if !p.is_empty() {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(&target);
-                p
+                Redirect::Sibling(parent, target)
             };
-            follow_redirect(ov, pref.layer + 1, &path, &mut refs)?;
+            follow_redirect(ov, pref.layer + 1, start, &mut refs)?;
             break;
         }
     }
@@ -138,24 +135,44 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
     })
 }
 
-/// Adds the directories found at `path` in the layers from `first` down, as a
-/// redirect asks: a whiteout or non-directory on the way ends the search, a layer
-/// without the path is skipped, an opaque directory is the last one merged, and a
-/// directory found there that carries a redirect of its own (renamed again after a
-/// remount pushed the first rename down) sends the search on from its target.
+/// Where a redirect sends the search in the layers below.
+enum Redirect<'a> {
+    /// A path from each layer's root.
+    Path(Vec<u8>),
+    /// A name beside `parent`'s directory in each layer (a relative redirect).
+    Sibling(&'a Arc<Node>, Vec<u8>),
+}
+
+/// Adds the directories found where a redirect points, in the layers from `first`
+/// down, as the kernel follows redirects: a whiteout or non-directory on the way ends
+/// the search, a layer without the path is skipped, an opaque directory is the last
+/// one merged, and a redirect met on the way (on the directory itself, or on one of
+/// the directories of the path: renamed again after a remount pushed the first rename
+/// down) sends the search in the layers below it on from its target.
 fn follow_redirect(
     ov: &Overlay,
     first: u16,
-    path: &[u8],
+    start: Redirect,
     refs: &mut Vec<LayerRef>,
 ) -> io::Result<()> {
-    let mut path = path.to_vec();
+    let mut fixed: Option<Vec<u8>> = None;
     'layers: for layer in first as usize..ov.layers.len() {
+        let path = match (&fixed, &start) {
+            (Some(p), _) | (None, Redirect::Path(p)) => p.clone(),
+            (None, Redirect::Sibling(parent, name)) => {
+                let mut p = parent.layer_path(layer as u16)?;
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                p
+            }
+        };
         let comps: Vec<&[u8]> = path
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
             .collect();
-        if comps.iter().any(|c| *c == b".." || *c == b".") {
+        if comps.is_empty() || comps.iter().any(|c| *c == b".." || *c == b".") {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         let mut cur: Option<std::os::fd::OwnedFd> = None;
@@ -174,16 +191,29 @@ fn follow_redirect(
                     if sys::statat(dir, &wh).is_ok() {
                         return Ok(());
                     }
+                    // Not in this layer; a redirect met on the way still holds below.
+                    if let Some(p) = next_path {
+                        fixed = Some(p);
+                    }
                     continue 'layers;
                 }
             }
             let next = sys::openat(dir, &cname, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            let names = sys::listxattr(At {
+                dir: next.as_fd(),
+                name: c"",
+            })
+            .unwrap_or_default();
+            let done = comps[..=i].join(&b'/');
+            if let Some(target) = read_redirect(next.as_fd(), &names) {
+                let mut p = redirect_target(&done, &target);
+                for rest in &comps[i + 1..] {
+                    p.push(b'/');
+                    p.extend_from_slice(rest);
+                }
+                next_path = Some(p);
+            }
             if i + 1 == comps.len() {
-                let names = sys::listxattr(At {
-                    dir: next.as_fd(),
-                    name: c"",
-                })
-                .unwrap_or_default();
                 let opacity = whiteout::opacity_with(next.as_fd(), c"", &names);
                 let cpath = CString::new(path.clone())
                     .map_err(|_| io::Error::from_raw_os_error(libc::EIO))?;
@@ -195,14 +225,11 @@ fn follow_redirect(
                 if opacity == Opacity::Opaque {
                     return Ok(());
                 }
-                if let Some(target) = read_redirect(next.as_fd(), &names) {
-                    next_path = Some(redirect_target(&path, &target));
-                }
             }
             cur = Some(next);
         }
         if let Some(p) = next_path {
-            path = p;
+            fixed = Some(p);
         }
     }
     Ok(())
@@ -235,6 +262,12 @@ pub fn read_origin(dir: BorrowedFd, name: &std::ffi::CStr) -> Option<u64> {
         let v = sys::getxattr(At { dir, name }, attr).ok()?;
         Some(u64::from_le_bytes(v.try_into().ok()?))
     })
+}
+
+/// The redirect recorded on the directory open as `dir`, if any.
+pub fn redirect_of(dir: BorrowedFd) -> Option<Vec<u8>> {
+    let names = sys::listxattr(At { dir, name: c"" }).ok()?;
+    read_redirect(dir, &names)
 }
 
 /// The redirect recorded on a renamed directory (open as `dir`, its xattr names

@@ -229,10 +229,16 @@ impl MountOptions {
             ("gidmapping", Some(v)) => self.gidmapping = Some(v.to_string()),
             ("squash_to_root", None) => self.squash_to_root = true,
             ("squash_to_uid", Some(v)) => {
-                self.squash_to_uid = Some(v.parse().map_err(|_| format!("invalid squash_to_uid: {v}"))?)
+                self.squash_to_uid = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid squash_to_uid: {v}"))?,
+                )
             }
             ("squash_to_gid", Some(v)) => {
-                self.squash_to_gid = Some(v.parse().map_err(|_| format!("invalid squash_to_gid: {v}"))?)
+                self.squash_to_gid = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid squash_to_gid: {v}"))?,
+                )
             }
             ("fsync" | "sync", Some(v)) => self.volatile = v == "0",
             ("redirect_dir", Some(v)) if !matches!(v, "on" | "off" | "follow" | "nofollow") => {

@@ -312,7 +312,11 @@ fn readers_and_writers_across_copy_up_mix() {
     drop(second);
     drop(writer);
     // all closed: new opens of the upper file, several at once
-    let mut a = fs::OpenOptions::new().read(true).write(true).open(m.p("f")).unwrap();
+    let mut a = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.p("f"))
+        .unwrap();
     let mut b = fs::File::open(m.p("f")).unwrap();
     a.seek(SeekFrom::End(0)).unwrap();
     a.write_all(b"more\n").unwrap();

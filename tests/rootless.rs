@@ -45,13 +45,15 @@ fn as_nobody(dir: &Path, args: &[&str], script: &str) -> (bool, String) {
         .current_dir(dir)
         .stdin(Stdio::null());
     let out = wait_output(
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
         120,
     );
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 
@@ -121,11 +123,7 @@ fn a_plain_user_mounts_through_fusermount3() {
         .unwrap_or("")
         .to_string();
     let pids = daemon_pids(&mnt);
-    let (uok, uout) = as_nobody(
-        &t.path,
-        &[],
-        &format!("fusermount3 -u {}", mnt.display()),
-    );
+    let (uok, uout) = as_nobody(&t.path, &[], &format!("fusermount3 -u {}", mnt.display()));
     if !uok && is_mounted(&mnt) {
         lazy_unmount(&mnt);
     }

@@ -7,6 +7,7 @@ use common::*;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 #[test]
 fn copy_up_delete_recreate_and_dir_rename_survive_remount() {
@@ -101,7 +102,8 @@ fn an_open_file_keeps_working_after_its_last_name_is_gone() {
         assert!(!p.exists());
         let md = f.metadata().expect("fstat of an unlinked file");
         assert_eq!(md.nlink(), 0, "{name}");
-        f.set_permissions(fs::Permissions::from_mode(0o600)).unwrap();
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .unwrap();
         assert_eq!(f.metadata().unwrap().mode() & 0o777, 0o600);
         std::os::unix::fs::fchown(&f, Some(7), Some(8)).unwrap();
         assert_eq!(f.metadata().unwrap().uid(), 7);
@@ -126,7 +128,11 @@ fn chained_redirects_reach_the_bottom_layer() {
     set_xattr(&l1.join("a/dirx"), "trusted.overlay.redirect", b"/a/dir");
     whiteout(&l1.join("a/dir"));
     fs::create_dir_all(u.join("a/empty/dir")).unwrap();
-    set_xattr(&u.join("a/empty/dir"), "trusted.overlay.redirect", b"/a/dirx");
+    set_xattr(
+        &u.join("a/empty/dir"),
+        "trusted.overlay.redirect",
+        b"/a/dirx",
+    );
     whiteout(&u.join("a/dirx"));
     // the same, with a relative redirect in the middle layer
     write(&l2.join("b/one/g"), "g\n");
@@ -136,11 +142,63 @@ fn chained_redirects_reach_the_bottom_layer() {
     fs::create_dir_all(u.join("b/three")).unwrap();
     set_xattr(&u.join("b/three"), "trusted.overlay.redirect", b"/b/two");
     whiteout(&u.join("b/two"));
+    // a directory moved out of a redirected one (its redirect passes through the
+    // moved parent's old name, which the middle layer redirects again)
+    write(&l2.join("c/dir/pop/b"), "b\n");
+    fs::create_dir_all(l2.join("c/empty")).unwrap();
+    fs::create_dir_all(l1.join("c/empty/dir")).unwrap();
+    set_xattr(
+        &l1.join("c/empty/dir"),
+        "trusted.overlay.redirect",
+        b"/c/dir",
+    );
+    whiteout(&l1.join("c/dir"));
+    fs::create_dir_all(u.join("c/empty/pop")).unwrap();
+    set_xattr(
+        &u.join("c/empty/pop"),
+        "trusted.overlay.redirect",
+        b"/c/empty/dir/pop",
+    );
+    fs::create_dir_all(u.join("c/empty/dir")).unwrap();
+    whiteout(&u.join("c/empty/dir/pop"));
+    let check = |m: &Path| {
+        assert_eq!(names(&m.join("a")), vec!["empty"]);
+        assert_eq!(names(&m.join("a/empty/dir")), vec!["f"]);
+        assert_eq!(
+            fs::read_to_string(m.join("a/empty/dir/f")).unwrap(),
+            "pop\n"
+        );
+        assert_eq!(names(&m.join("b")), vec!["three"]);
+        assert_eq!(fs::read_to_string(m.join("b/three/g")).unwrap(), "g\n");
+        assert_eq!(names(&m.join("c/empty")), vec!["dir", "pop"]);
+        assert!(names(&m.join("c/empty/dir")).is_empty());
+        assert_eq!(fs::read_to_string(m.join("c/empty/pop/b")).unwrap(), "b\n");
+    };
     let m = Mount::layers(&[&l1, &l2], Some((&u, &w)), &t.dir("m"));
-    assert_eq!(names(&m.p("a")), vec!["empty"]);
-    assert_eq!(names(&m.p("a/empty/dir")), vec!["f"]);
-    assert_eq!(fs::read_to_string(m.p("a/empty/dir/f")).unwrap(), "pop\n");
-    assert_eq!(names(&m.p("b")), vec!["three"]);
-    assert_eq!(fs::read_to_string(m.p("b/three/g")).unwrap(), "g\n");
+    check(&m.mnt);
     m.unmount();
+    drop(m);
+    // the kernel reads the same layers the same way
+    let (km, kw) = (t.dir("km"), t.dir("kw"));
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={},redirect_dir=on",
+        l1.display(),
+        l2.display(),
+        u.display(),
+        kw.display()
+    );
+    let st = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&km)
+        .status()
+        .unwrap();
+    assert!(st.success(), "kernel overlay mount");
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            lazy_unmount(self.0);
+        }
+    }
+    let _g = Umount(&km);
+    check(&km);
 }
