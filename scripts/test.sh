@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the integration tests (which mount for real: root and
-# /dev/fuse needed), and the POSIX suite pjdfstest inside a stratafs mount whose test
-# directory starts in a lower layer. Installs what the tests need first.
+# /dev/fuse needed), the POSIX suite pjdfstest inside a stratafs mount whose test
+# directory starts in a lower layer, and fsx on files that start in a lower layer.
+# Installs what the tests need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,5 +11,7 @@ cargo build --release
 # kernel (listed in tests/pjdfstest-expected-failures.txt, see docs/conformance.md).
 STRATAFS_BIN=target/release/stratafs scripts/pjdfstest.sh \
     --expected tests/pjdfstest-expected-failures.txt | tail -n 25
+# fsx: bounded runs with fixed seeds, every operation fsx has; no corruption allowed.
+STRATAFS_BIN=target/release/stratafs scripts/fsx.sh --ops 20000 --seeds 1,2 | tail -n 5
 cargo build --all-targets
 cargo test -- --test-threads="${TEST_THREADS:-4}"
