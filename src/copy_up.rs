@@ -136,9 +136,10 @@ fn finish_meta(
 ) -> io::Result<()> {
     let w = work.fd.as_fd();
     match sys::chownat(w, tmp, st.st_uid, st.st_gid) {
-        // A daemon without the right to give files away (a plain user) keeps the
-        // copy as its own, as fuse-overlayfs does.
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && sys::geteuid() != 0 => {
+        // A daemon without the right to give files away (a plain user), or in a user
+        // namespace where the owner is not mapped (EINVAL), keeps the copy as its
+        // own, as fuse-overlayfs does.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => {
             debug!("copy-up: owner {}:{} not kept: {e}", st.st_uid, st.st_gid)
         }
         r => r?,
