@@ -125,7 +125,9 @@ impl Filesystem for StrataFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.ov.table.forget(ino.0, nlookup);
+        self.ov.table.maybe_release_memory();
     }
+
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let result = self.node(ino).and_then(|n| {

@@ -423,12 +423,35 @@ pub fn make_attr(ino: u64, st: &Stat, merged_dir: bool) -> FileAttr {
 /// Inode number → node, for every node the kernel holds a reference to.
 pub struct InodeTable {
     map: DashMap<u64, Arc<Node>>,
+    /// The most nodes held since memory was last given back.
+    peak: std::sync::atomic::AtomicUsize,
+    /// Forgets since the table size was last looked at.
+    forgets: AtomicU64,
 }
 
 impl InodeTable {
     pub fn new() -> Self {
         InodeTable {
             map: DashMap::new(),
+            peak: std::sync::atomic::AtomicUsize::new(0),
+            forgets: AtomicU64::new(0),
+        }
+    }
+
+    /// When the kernel has forgotten most of what the table once held (memory
+    /// pressure, `drop_caches`), gives the freed memory back to the system.
+    pub fn maybe_release_memory(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Counting the table visits every shard: look every few thousand forgets.
+        if self.forgets.fetch_add(1, Relaxed) % 4096 != 0 {
+            return;
+        }
+        let len = self.map.len();
+        let peak = self.peak.fetch_max(len, Relaxed).max(len);
+        if peak >= 10_000 && len < peak / 4 {
+            self.peak.store(len, Relaxed);
+            self.map.shrink_to_fit();
+            sys::release_free_memory();
         }
     }
 

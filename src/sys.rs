@@ -611,6 +611,11 @@ pub fn nice_this_thread(inc: i32) {
     }
 }
 
+/// Gives memory the allocator holds but no longer uses back to the system.
+pub fn release_free_memory() {
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// Clears the process umask: modes of new objects are set exactly as asked.
 pub fn clear_umask() {
     unsafe { libc::umask(0) };
