@@ -82,21 +82,43 @@ pub fn setattr(
             None => sys::ftruncate(sys::openat(d, &name, libc::O_WRONLY, 0)?.as_fd(), size)?,
         }
     }
-    if c.uid.is_some() || c.gid.is_some() {
-        sys::chownat(
-            d,
-            &name,
-            c.uid.unwrap_or(u32::MAX),
-            c.gid.unwrap_or(u32::MAX),
+    let at = sys::At { dir: d, name: &name };
+    let kept_in_xattr = ov.layer(0).stat_override.filter(|_| {
+        matches!(node.kind, FileType::Directory | FileType::RegularFile)
+    });
+    if let (Some(x), true) = (
+        kept_in_xattr,
+        c.uid.is_some() || c.gid.is_some() || c.mode.is_some(),
+    ) {
+        // Owner and mode live in the override xattr (xattr_permissions).
+        let mut cur = sys::statat(d, &name)?;
+        ov.effective(0, at, &mut cur);
+        crate::override_stat::write(
+            x,
+            at,
+            c.uid.unwrap_or(cur.st_uid),
+            c.gid.unwrap_or(cur.st_gid),
+            c.mode.unwrap_or(cur.st_mode),
         )?;
-    }
-    if let Some(mode) = c.mode {
-        if node.kind != FileType::Symlink {
-            sys::chmodat(d, &name, mode & 0o7777)?;
+    } else {
+        if c.uid.is_some() || c.gid.is_some() {
+            sys::chownat(
+                d,
+                &name,
+                c.uid.unwrap_or(u32::MAX),
+                c.gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(mode) = c.mode {
+            if node.kind != FileType::Symlink {
+                sys::chmodat(d, &name, mode & 0o7777)?;
+            }
         }
     }
     if c.atime.is_some() || c.mtime.is_some() {
         sys::utimensat(d, &name, &[timespec(c.atime), timespec(c.mtime)])?;
     }
-    sys::statat(d, &name)
+    let mut st = sys::statat(d, &name)?;
+    ov.effective(0, at, &mut st);
+    Ok(st)
 }

@@ -56,11 +56,29 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     copy_up(ov, &parent)?;
     let upper_parent = parent.dir_fd(ov, 0)?;
     let (src_dir, src_name) = node.real(ov)?;
-    let st = sys::statat(src_dir.as_fd(), &src_name)?;
+    let real_st = sys::statat(src_dir.as_fd(), &src_name)?;
+    // Owner and mode as shown (a lower may keep them in an override xattr).
+    let mut st = real_st;
+    let src_at = At {
+        dir: src_dir.as_fd(),
+        name: &src_name,
+    };
+    ov.effective(node.stack().top(), src_at, &mut st);
     let tmp = work.tmp_name();
     let sync = !ov.settings.volatile;
     let built = build(work, &tmp, src_dir.as_fd(), &src_name, &st, with_data, sync)
-        .and_then(|_| finish_meta(work, &tmp, src_dir.as_fd(), &src_name, &st, node.ino));
+        .and_then(|_| finish_meta(work, &tmp, src_dir.as_fd(), &src_name, &st, node.ino))
+        .and_then(|_| match ov.layer(0).stat_override {
+            // xattr_permissions: the copy records the owner and mode it shows.
+            Some(x) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFREG) => {
+                let at = At {
+                    dir: work.fd.as_fd(),
+                    name: &tmp,
+                };
+                crate::override_stat::write(x, at, st.st_uid, st.st_gid, st.st_mode)
+            }
+            _ => Ok(()),
+        });
     if let Err(e) = built {
         work.remove(&tmp);
         return Err(e);
@@ -84,8 +102,8 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     }
     node.set_stack(Stack::new(refs));
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
-    if node.kind != FileType::Directory && st.st_nlink > 1 {
-        crate::links::link_up_aliases(ov, node, old.top(), &st);
+    if node.kind != FileType::Directory && real_st.st_nlink > 1 {
+        crate::links::link_up_aliases(ov, node, old.top(), &real_st);
     }
     Ok(())
 }

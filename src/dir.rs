@@ -174,7 +174,18 @@ pub fn create(
                 return sys::linkat(sdir.as_fd(), &sname, w, &tmp);
             }
         };
-        sys::chownat(w, &tmp, caller.uid, gid)?;
+        let kept_in_xattr = ov.layer(0).stat_override;
+        match kept_in_xattr {
+            // xattr_permissions: the owner is recorded, the real file stays ours.
+            Some(x) => crate::override_stat::write(
+                x,
+                sys::At { dir: w, name: &tmp },
+                caller.uid,
+                gid,
+                mode,
+            )?,
+            None => sys::chownat(w, &tmp, caller.uid, gid)?,
+        }
         // chown may clear set-id bits, and mkdir/open masked nothing (umask 0): set the mode last.
         sys::chmodat(w, &tmp, mode & 0o7777)?;
         if acls {
@@ -193,7 +204,8 @@ pub fn create(
     if aufs_wh {
         whiteout::drop_aufs(up.as_fd(), name);
     }
-    let st = sys::statat(up.as_fd(), name)?;
+    let mut st = sys::statat(up.as_fd(), name)?;
+    ov.effective(0, sys::At { dir: up.as_fd(), name }, &mut st);
     let (kind, ino) = match &what {
         New::Link { node } => (node.kind, node.ino),
         _ => {

@@ -340,7 +340,13 @@ impl Node {
     /// stat(2) of the real object.
     pub fn stat(&self, ov: &Overlay) -> io::Result<Stat> {
         let (dir, name) = self.real(ov)?;
-        sys::statat(dir.as_fd(), &name)
+        let mut st = sys::statat(dir.as_fd(), &name)?;
+        let at = sys::At {
+            dir: dir.as_fd(),
+            name: &name,
+        };
+        ov.effective(self.stack().top(), at, &mut st);
+        Ok(st)
     }
 
     /// The attributes the mount shows for this node, given its real stat.

@@ -21,6 +21,7 @@ mod mount;
 mod namei;
 mod options;
 mod overlay;
+mod override_stat;
 mod readdir;
 mod sys;
 mod whiteout;

@@ -83,7 +83,9 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
             } else {
                 None
             };
-            top = Some((st, pref.layer, origin));
+            let mut shown = st;
+            ov.effective(pref.layer, At { dir: dir.as_fd(), name }, &mut shown);
+            top = Some((shown, pref.layer, origin));
         }
         if !is_dir {
             refs.push(LayerRef::new(pref.layer));

@@ -31,6 +31,8 @@ pub struct MountOptions {
     pub volatile: bool,
     /// `noacl`: no POSIX ACL support.
     pub noacl: bool,
+    /// `xattr_permissions=1|2`: owner and mode kept in an xattr in the upper.
+    pub xattr_permissions: u8,
     /// `static_nlink`: directories report one link.
     pub static_nlink: bool,
     /// `noxattrs=1`: extended attributes are not supported (ENOSYS).
@@ -224,6 +226,12 @@ impl MountOptions {
             ("volatile", None) => self.volatile = true,
             ("noacl", None) => self.noacl = true,
             ("static_nlink", None) => self.static_nlink = true,
+            ("xattr_permissions", Some(v)) => {
+                self.xattr_permissions = match v {
+                    "0" | "1" | "2" => v.parse().unwrap_or(0),
+                    _ => return Err(format!("invalid value for xattr_permissions: {v}")),
+                }
+            }
             ("noxattrs", Some(v)) => self.noxattrs = v != "0",
             ("uidmapping", Some(v)) => self.uidmapping = Some(v.to_string()),
             ("gidmapping", Some(v)) => self.gidmapping = Some(v.to_string()),

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +27,9 @@ pub struct Layer {
     /// Index of this layer's filesystem among the distinct filesystems of the stack.
     pub fsidx: u64,
     pub is_upper: bool,
+    /// The xattr that keeps owner and mode of this layer's files, if it uses one
+    /// (`override_stat`).
+    pub stat_override: Option<&'static std::ffi::CStr>,
     /// The path given on the command line, for messages only.
     pub path: PathBuf,
 }
@@ -42,6 +45,8 @@ pub struct Settings {
     pub volatile: bool,
     /// Ask the kernel for POSIX ACL support (off with `noacl`).
     pub acl: bool,
+    /// `xattr_permissions=1|2`: the upper keeps owner and mode in an xattr.
+    pub xattr_permissions: u8,
     /// Directories report one link (`static_nlink`).
     pub static_nlink: bool,
     /// Extended attributes answer ENOSYS (`noxattrs=1`).
@@ -141,7 +146,21 @@ fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
     })
 }
 
+/// Marks an upper root as keeping owners and modes in `xattr` (so it is read that way
+/// as a lower later), with the root's own.
+fn mark_override_root(root: BorrowedFd, xattr: &std::ffi::CStr, st: &sys::Stat) {
+    let at = sys::At { dir: root, name: c"" };
+    if sys::getxattr(at, xattr).is_err() {
+        let _ = crate::override_stat::write(xattr, at, st.st_uid, st.st_gid, st.st_mode);
+    }
+}
+
 impl Overlay {
+    /// Owner and mode as the mount shows them for the real object `at` of `layer`.
+    pub fn effective(&self, layer: u16, at: sys::At, st: &mut sys::Stat) {
+        crate::override_stat::apply(self.layer(layer).stat_override, at, st);
+    }
+
     /// Opens the layers (upper first, then lowers topmost first) and builds the root.
     pub fn open(
         upper: Option<(&Path, &Path)>,
@@ -173,11 +192,20 @@ impl Overlay {
                     (devs.len() - 1) as u64
                 }
             };
+            let stat_override = match crate::override_stat::for_setting(settings.xattr_permissions)
+            {
+                Some(x) if is_upper => {
+                    mark_override_root(fd.as_fd(), x, &st);
+                    Some(x)
+                }
+                _ => crate::override_stat::detect(fd.as_fd()),
+            };
             layers.push(Layer {
                 root: Arc::new(fd),
                 dev,
                 fsidx,
                 is_upper,
+                stat_override,
                 path: path.to_path_buf(),
             });
         }

@@ -104,6 +104,7 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.")
         || name.starts_with(b"user.overlay.")
         || name.starts_with(b"user.fuseoverlayfs.")
+        || crate::override_stat::is_override_name(name)
 }
 
 // --- write side ---

@@ -90,3 +90,41 @@ fn static_nlink_and_noxattrs() {
     );
     m.unmount();
 }
+
+#[test]
+fn xattr_permissions_keep_owner_and_mode_in_an_xattr() {
+    use std::os::unix::fs::PermissionsExt;
+    assert_root();
+    let t = TempDir::new("xperm");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("f"), "f");
+    owned(&l.join("f"), 1234, 5678);
+    chmod(&l.join("f"), 0o640);
+    let opts = layer_opts(&[&l], Some((&u, &w))) + ",xattr_permissions=2";
+    let m = Mount::new(&opts, &t.dir("m"));
+    owned(&m.p("f"), 7, 8);
+    fs::set_permissions(m.p("f"), fs::Permissions::from_mode(0o600)).unwrap();
+    write(&m.p("new"), "n");
+    owned(&m.p("new"), 9, 10);
+    let view = |m: &std::path::Path| {
+        let f = fs::metadata(m.join("f")).unwrap();
+        let n = fs::metadata(m.join("new")).unwrap();
+        (f.uid(), f.gid(), f.mode() & 0o7777, n.uid(), n.gid())
+    };
+    assert_eq!(view(&m.mnt), (7, 8, 0o600, 9, 10));
+    // the real file kept its owner and mode; the xattr holds what the mount shows
+    let real = fs::metadata(u.join("f")).unwrap();
+    assert_eq!((real.uid(), real.mode() & 0o7777), (1234, 0o640));
+    assert_eq!(
+        get_xattr(&u.join("f"), "user.containers.override_stat").unwrap(),
+        b"7:8:600"
+    );
+    assert!(!list_xattr(&m.p("f")).iter().any(|n| n.contains("override")));
+    m.unmount();
+    drop(m);
+    // the upper, used as a lower later, is read the same way
+    let ro = layer_opts(&[&u, &l], None);
+    let m = Mount::new(&ro, &t.dir("m"));
+    assert_eq!(view(&m.mnt), (7, 8, 0o600, 9, 10));
+    m.unmount();
+}
