@@ -132,6 +132,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 volatile: true,
                 acl: false,
                 static_nlink: false,
+                ino32: false,
                 xattr_permissions: 0,
                 noxattrs: false,
                 ids: Default::default(),

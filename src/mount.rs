@@ -66,6 +66,7 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
         volatile: o.volatile,
         acl: !o.noacl && !o.noxattrs,
         static_nlink: o.static_nlink,
+        ino32: o.ino32,
         xattr_permissions: o.xattr_permissions,
         noxattrs: o.noxattrs,
         ids: crate::idmap::IdMap::new(

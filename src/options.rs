@@ -33,6 +33,8 @@ pub struct MountOptions {
     pub noacl: bool,
     /// `xattr_permissions=1|2`: owner and mode kept in an xattr in the upper.
     pub xattr_permissions: u8,
+    /// `ino32_t`: inode numbers fit 32 bits.
+    pub ino32: bool,
     /// `static_nlink`: directories report one link.
     pub static_nlink: bool,
     /// `noxattrs=1`: extended attributes are not supported (ENOSYS).
@@ -226,6 +228,7 @@ impl MountOptions {
             ("volatile", None) => self.volatile = true,
             ("noacl", None) => self.noacl = true,
             ("static_nlink", None) => self.static_nlink = true,
+            ("ino32_t", None) => self.ino32 = true,
             ("xattr_permissions", Some(v)) => {
                 self.xattr_permissions = match v {
                     "0" | "1" | "2" => v.parse().unwrap_or(0),

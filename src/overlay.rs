@@ -45,6 +45,8 @@ pub struct Settings {
     pub volatile: bool,
     /// Ask the kernel for POSIX ACL support (off with `noacl`).
     pub acl: bool,
+    /// `ino32_t`: inode numbers fit 32 bits.
+    pub ino32: bool,
     /// `xattr_permissions=1|2`: the upper keeps owner and mode in an xattr.
     pub xattr_permissions: u8,
     /// Directories report one link (`static_nlink`).
@@ -60,6 +62,9 @@ pub struct Settings {
 /// their filesystem's index in bits 56..63. What does not fit gets a number from a
 /// synthetic range (top bit set), remembered for the life of the mount.
 pub struct InoMap {
+    /// `ino32_t`: every number fits 32 bits (objects of the first filesystem whose
+    /// number is below 2^31 keep it; the rest count down from 2^32-1).
+    ino32: bool,
     base_devs: Vec<u64>,
     extra_devs: RwLock<Vec<u64>>,
     synthetic: DashMap<(u64, u64), u64>,
@@ -71,12 +76,17 @@ const MAX_FS: u64 = 128;
 const SYNTHETIC_BASE: u64 = 1 << 63;
 
 impl InoMap {
-    fn new(base_devs: Vec<u64>) -> Self {
+    fn new(base_devs: Vec<u64>, ino32: bool) -> Self {
         InoMap {
+            ino32,
             base_devs,
             extra_devs: RwLock::new(Vec::new()),
             synthetic: DashMap::new(),
-            next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+            next_synthetic: AtomicU64::new(if ino32 {
+                u32::MAX as u64
+            } else {
+                SYNTHETIC_BASE
+            }),
         }
     }
 
@@ -103,6 +113,15 @@ impl InoMap {
         } else {
             self.dev_index(dev)
         };
+        if self.ino32 {
+            if idx == 0 && ino != 0 && ino != ROOT_ID && ino < (1 << 31) {
+                return ino;
+            }
+            return *self
+                .synthetic
+                .entry((dev, ino))
+                .or_insert_with(|| self.next_synthetic.fetch_sub(1, Ordering::Relaxed));
+        }
         if idx < MAX_FS && ino != 0 && ino < (1 << FS_SHIFT) {
             let v = (idx << FS_SHIFT) | ino;
             if v != ROOT_ID {
@@ -216,7 +235,7 @@ impl Overlay {
             links: crate::links::Links::new(layers.len()),
             layers,
             work,
-            inos: InoMap::new(devs),
+            inos: InoMap::new(devs, settings.ino32),
             table: InodeTable::new(),
             settings,
             acl: std::sync::atomic::AtomicBool::new(false),

@@ -128,3 +128,37 @@ fn xattr_permissions_keep_owner_and_mode_in_an_xattr() {
     assert_eq!(view(&m.mnt), (7, 8, 0o600, 9, 10));
     m.unmount();
 }
+
+#[test]
+fn ino32_t_keeps_inode_numbers_below_2_pow_32() {
+    assert_root();
+    let t = TempDir::new("ino32");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("D/f"), "f");
+    // a second filesystem in the stack: its numbers would get high bits otherwise
+    let tm = t.dir("tmpfs");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "ino32test"])
+        .arg(&tm)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            lazy_unmount(&self.0);
+        }
+    }
+    let _g = Umount(tm.clone());
+    write(&tm.join("D/g"), "g");
+    let opts = layer_opts(&[&l, &tm], Some((&u, &w))) + ",ino32_t";
+    let m = Mount::new(&opts, &t.dir("m"));
+    write(&m.p("D/new"), "n");
+    let mut seen = std::collections::HashSet::new();
+    for p in ["D", "D/f", "D/g", "D/new"] {
+        let ino = fs::metadata(m.p(p)).unwrap().ino();
+        assert!(ino < 1 << 32, "{p}: {ino:#x}");
+        assert!(seen.insert(ino), "{p}: number used twice");
+    }
+    m.unmount();
+}
