@@ -82,10 +82,14 @@ pub fn setattr(
             None => sys::ftruncate(sys::openat(d, &name, libc::O_WRONLY, 0)?.as_fd(), size)?,
         }
     }
-    let at = sys::At { dir: d, name: &name };
-    let kept_in_xattr = ov.layer(0).stat_override.filter(|_| {
-        matches!(node.kind, FileType::Directory | FileType::RegularFile)
-    });
+    let at = sys::At {
+        dir: d,
+        name: &name,
+    };
+    let kept_in_xattr = ov
+        .layer(0)
+        .stat_override
+        .filter(|_| matches!(node.kind, FileType::Directory | FileType::RegularFile));
     if let (Some(x), true) = (
         kept_in_xattr,
         c.uid.is_some() || c.gid.is_some() || c.mode.is_some(),

@@ -205,7 +205,14 @@ pub fn create(
         whiteout::drop_aufs(up.as_fd(), name);
     }
     let mut st = sys::statat(up.as_fd(), name)?;
-    ov.effective(0, sys::At { dir: up.as_fd(), name }, &mut st);
+    ov.effective(
+        0,
+        sys::At {
+            dir: up.as_fd(),
+            name,
+        },
+        &mut st,
+    );
     let (kind, ino) = match &what {
         New::Link { node } => (node.kind, node.ino),
         _ => {

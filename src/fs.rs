@@ -128,7 +128,6 @@ impl Filesystem for StrataFs {
         self.ov.table.maybe_release_memory();
     }
 
-
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let result = self.node(ino).and_then(|n| {
             // A file that lost its last name is reached through an open fd

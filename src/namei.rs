@@ -84,7 +84,14 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
                 None
             };
             let mut shown = st;
-            ov.effective(pref.layer, At { dir: dir.as_fd(), name }, &mut shown);
+            ov.effective(
+                pref.layer,
+                At {
+                    dir: dir.as_fd(),
+                    name,
+                },
+                &mut shown,
+            );
             top = Some((shown, pref.layer, origin));
         }
         if !is_dir {

@@ -168,7 +168,10 @@ fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
 /// Marks an upper root as keeping owners and modes in `xattr` (so it is read that way
 /// as a lower later), with the root's own.
 fn mark_override_root(root: BorrowedFd, xattr: &std::ffi::CStr, st: &sys::Stat) {
-    let at = sys::At { dir: root, name: c"" };
+    let at = sys::At {
+        dir: root,
+        name: c"",
+    };
     if sys::getxattr(at, xattr).is_err() {
         let _ = crate::override_stat::write(xattr, at, st.st_uid, st.st_gid, st.st_mode);
     }

@@ -67,21 +67,7 @@ fn acls_match_kernel_overlayfs() {
     build_lower(&sl);
     build_lower(&kl);
     let km = t.dir("km");
-    let (ok, out) = sh(&format!(
-        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={},redirect_dir=on,index=on {}",
-        kl.display(),
-        ku.display(),
-        kw.display(),
-        km.display()
-    ));
-    assert!(ok, "kernel overlay mount: {out}");
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            lazy_unmount(self.0);
-        }
-    }
-    let _g = Umount(&km);
+    let _k = OtherMount::kernel_overlay(&[&kl], &ku, &kw, ",redirect_dir=on,index=on", &km);
     let m = Mount::layers(&[&sl], Some((&su, &sw)), &t.dir("sm"));
     let kernel = scenario(&km);
     let ours = scenario(&m.mnt);

@@ -108,29 +108,8 @@ fn copy_tree(src: &Path, dst: &Path) {
     assert!(st.success());
 }
 
-fn kernel_mount(lowers: &[&Path], upper: &Path, work: &Path, mnt: &Path) {
-    let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=on,index=on",
-        l.join(":"),
-        upper.display(),
-        work.display()
-    );
-    let r = unsafe {
-        libc::mount(
-            c"overlay".as_ptr(),
-            cstr(mnt).as_ptr(),
-            c"overlay".as_ptr(),
-            0,
-            cstr(Path::new(&opts)).as_ptr().cast(),
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "kernel overlay mount ({opts}): {}",
-        std::io::Error::last_os_error()
-    );
+fn kernel_mount(lowers: &[&Path], upper: &Path, work: &Path, mnt: &Path) -> OtherMount {
+    OtherMount::kernel_overlay(lowers, upper, work, ",redirect_dir=on,index=on", mnt)
 }
 
 /// What the tree shows: per path, type, mode, owner, size, nlink, content, link target
@@ -494,14 +473,7 @@ fn run_seed(seed: u64, nops: usize) {
     let (kf, sf) = (k.join("fixture"), s.join("fixture"));
     let (kw, sw) = (t.dir("kwork"), t.dir("swork"));
     let (km, sm) = (t.dir("kmnt"), t.dir("smnt"));
-    kernel_mount(&[&kf.join("l1"), &kf.join("l2")], &kf.join("u"), &kw, &km);
-    struct Umount(PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            lazy_unmount(&self.0);
-        }
-    }
-    let _kguard = Umount(km.clone());
+    let _kguard = kernel_mount(&[&kf.join("l1"), &kf.join("l2")], &kf.join("u"), &kw, &km);
     let sopts = layer_opts(
         &[&sf.join("l1"), &sf.join("l2")],
         Some((&sf.join("u"), &sw)),
@@ -571,8 +543,7 @@ fn run_seed(seed: u64, nops: usize) {
     // the kernel mounts stratafs's upper: same view as the kernel's own
     let km2 = t.dir("kmnt2");
     let kw2 = t.dir("kwork2");
-    kernel_mount(&[&sf.join("l1"), &sf.join("l2")], &sf.join("u"), &kw2, &km2);
-    let _k2guard = Umount(km2.clone());
+    let _k2guard = kernel_mount(&[&sf.join("l1"), &sf.join("l2")], &sf.join("u"), &kw2, &km2);
     compare_trees(
         &km,
         &km2,

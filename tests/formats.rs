@@ -8,40 +8,11 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-/// Mounts stratafs in the background with extra environment variables; the returned
-/// guard lazy-unmounts on drop.
-fn mount_with_env(opts: &str, mnt: &Path, env: &[(&str, &str)]) -> Mount {
-    let mut cmd = Command::new(BIN);
-    cmd.args([OsStr::new("-o"), OsStr::new(opts), mnt.as_os_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = wait_output(cmd.spawn().expect("spawn stratafs"), 60);
-    // The guard exists before any assertion, so a half-done mount is still cleaned up.
-    let m = Mount {
-        mnt: mnt.to_path_buf(),
-    };
-    assert!(
-        out.status.success(),
-        "mount failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        is_mounted(mnt),
-        "stratafs exited 0 but {} is not mounted",
-        mnt.display()
-    );
-    m
-}
 
 /// Every path below `dir` (not following symlinks), relative to it, sorted.
 fn walk(dir: &Path) -> Vec<(PathBuf, fs::Metadata)> {
@@ -105,7 +76,7 @@ fn aufs_whiteouts_when_forced() {
     let m_dir = t.dir("m");
     let opts = layer_opts(&[&l], Some((&u, &w)));
 
-    let m = mount_with_env(&opts, &m_dir, &[("STRATAFS_WHITEOUT", "aufs")]);
+    let m = Mount::with_env(&opts, &m_dir, &[("STRATAFS_WHITEOUT", "aufs")]);
     fs::remove_file(m.p("f")).unwrap();
     fs::remove_dir_all(m.p("D")).unwrap();
     fs::create_dir(m.p("D")).unwrap();

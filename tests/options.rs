@@ -137,19 +137,7 @@ fn ino32_t_keeps_inode_numbers_below_2_pow_32() {
     write(&l.join("D/f"), "f");
     // a second filesystem in the stack: its numbers would get high bits otherwise
     let tm = t.dir("tmpfs");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "ino32test"])
-        .arg(&tm)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    struct Umount(std::path::PathBuf);
-    impl Drop for Umount {
-        fn drop(&mut self) {
-            lazy_unmount(&self.0);
-        }
-    }
-    let _g = Umount(tm.clone());
+    let _tmpfs = OtherMount::new("tmpfs", "ino32test", "size=1m", &tm);
     write(&tm.join("D/g"), "g");
     let opts = layer_opts(&[&l, &tm], Some((&u, &w))) + ",ino32_t";
     let m = Mount::new(&opts, &t.dir("m"));

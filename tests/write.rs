@@ -180,25 +180,6 @@ fn chained_redirects_reach_the_bottom_layer() {
     drop(m);
     // the kernel reads the same layers the same way
     let (km, kw) = (t.dir("km"), t.dir("kw"));
-    let opts = format!(
-        "lowerdir={}:{},upperdir={},workdir={},redirect_dir=on",
-        l1.display(),
-        l2.display(),
-        u.display(),
-        kw.display()
-    );
-    let st = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(&km)
-        .status()
-        .unwrap();
-    assert!(st.success(), "kernel overlay mount");
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            lazy_unmount(self.0);
-        }
-    }
-    let _g = Umount(&km);
+    let _k = OtherMount::kernel_overlay(&[&l1, &l2], &u, &kw, ",redirect_dir=on", &km);
     check(&km);
 }

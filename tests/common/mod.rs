@@ -170,7 +170,22 @@ pub struct Mount {
 impl Mount {
     /// Mounts in the background with the given `-o` options.
     pub fn new(opts: &str, mnt: &Path) -> Mount {
-        let out = run(&[OsStr::new("-o"), OsStr::new(opts), mnt.as_os_str()]);
+        Mount::with_env(opts, mnt, &[])
+    }
+
+    /// The same, with extra environment variables for the daemon.
+    pub fn with_env(opts: &str, mnt: &Path, env: &[(&str, &str)]) -> Mount {
+        let mut cmd = Command::new(BIN);
+        cmd.args([OsStr::new("-o"), OsStr::new(opts), mnt.as_os_str()])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = wait_output(cmd.spawn().expect("spawn stratafs"), 60);
+        // The guard exists before any assertion, so a half-done mount is cleaned up.
+        let m = Mount {
+            mnt: mnt.to_path_buf(),
+        };
         assert!(
             out.status.success(),
             "mount failed: {}",
@@ -181,9 +196,7 @@ impl Mount {
             "stratafs exited 0 but {} is not mounted",
             mnt.display()
         );
-        Mount {
-            mnt: mnt.to_path_buf(),
-        }
+        m
     }
 
     /// lowerdir list (topmost first) and an optional (upper, work).
@@ -221,6 +234,52 @@ impl Drop for Mount {
         if is_mounted(&self.mnt) {
             lazy_unmount(&self.mnt);
         }
+    }
+}
+
+/// Another filesystem mounted for a test (kernel overlayfs, a tmpfs), lazily
+/// unmounted on drop.
+pub struct OtherMount(pub PathBuf);
+
+impl OtherMount {
+    /// `mount -t FSTYPE SOURCE -o OPTS MNT`, asserting it worked.
+    pub fn new(fstype: &str, source: &str, opts: &str, mnt: &Path) -> OtherMount {
+        let out = Command::new("mount")
+            .args(["-t", fstype, source, "-o", opts])
+            .arg(mnt)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t {fstype} -o {opts}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        OtherMount(mnt.to_path_buf())
+    }
+
+    /// Kernel overlayfs over `lowers` (topmost first), `upper` and `work`, plus `extra`
+    /// options.
+    pub fn kernel_overlay(
+        lowers: &[&Path],
+        upper: &Path,
+        work: &Path,
+        extra: &str,
+        mnt: &Path,
+    ) -> OtherMount {
+        let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}{extra}",
+            l.join(":"),
+            upper.display(),
+            work.display()
+        );
+        OtherMount::new("overlay", "overlay", &opts, mnt)
+    }
+}
+
+impl Drop for OtherMount {
+    fn drop(&mut self) {
+        lazy_unmount(&self.0);
     }
 }
 
