@@ -100,7 +100,7 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     if node.kind == FileType::Directory {
         refs.extend(old.refs.iter().cloned());
     }
-    node.set_stack(Stack::new(refs));
+    node.set_stack(Stack::new(refs, node.kind == FileType::Directory));
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
     if node.kind != FileType::Directory && real_st.st_nlink > 1 {
         crate::links::link_up_aliases(ov, node, old.top(), &real_st);

@@ -420,7 +420,7 @@ fn moved(
                 r
             })
             .collect();
-        node.set_stack(Stack::new(refs));
+        node.set_stack(Stack::new(refs, true));
     }
 }
 

@@ -63,8 +63,13 @@ pub fn set_fd_budget(n: i64) {
 }
 
 impl Stack {
-    pub fn new(refs: Vec<LayerRef>) -> Self {
-        let fds = refs.iter().map(|_| OnceLock::new()).collect();
+    /// The layers of a node; only a directory keeps fds (`is_dir`).
+    pub fn new(refs: Vec<LayerRef>, is_dir: bool) -> Self {
+        let fds = if is_dir {
+            refs.iter().map(|_| OnceLock::new()).collect()
+        } else {
+            Vec::new()
+        };
         Stack {
             refs,
             fds,
@@ -89,7 +94,7 @@ impl Stack {
     pub fn cache(&self, pos: usize, fd: OwnedFd) -> Arc<OwnedFd> {
         let fd = Arc::new(fd);
         if CACHED_FDS.fetch_add(1, Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed)
-            && self.fds[pos].set(fd.clone()).is_ok()
+            && self.fds.get(pos).is_some_and(|slot| slot.set(fd.clone()).is_ok())
         {
             self.budgeted.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -161,14 +166,14 @@ impl Node {
                 parent: Some(parent),
                 name,
             }]),
-            stack: RwLock::new(Arc::new(Stack::new(refs))),
+            stack: RwLock::new(Arc::new(Stack::new(refs, kind == FileType::Directory))),
             copy_lock: Mutex::new(()),
             io: Mutex::new(OpenState::default()),
         }
     }
 
     pub fn new_root(refs: Vec<LayerRef>, root_fds: Vec<Arc<OwnedFd>>) -> Self {
-        let stack = Stack::new(refs);
+        let stack = Stack::new(refs, true);
         for (slot, fd) in stack.fds.iter().zip(root_fds) {
             let _ = slot.set(fd);
         }
@@ -263,7 +268,8 @@ impl Node {
             self.add_alias(parent, name);
         }
         if self.stack.read().refs != refs {
-            *self.stack.write() = Arc::new(Stack::new(refs.to_vec()));
+            *self.stack.write() =
+                Arc::new(Stack::new(refs.to_vec(), self.kind == FileType::Directory));
         }
     }
 
@@ -274,7 +280,7 @@ impl Node {
         let pos = stack
             .pos(layer)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        if let Some(fd) = stack.fds[pos].get() {
+        if let Some(fd) = stack.fds.get(pos).and_then(|slot| slot.get()) {
             return Ok(fd.clone());
         }
         let fd = if let Some(path) = &stack.refs[pos].path {
