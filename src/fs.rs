@@ -530,14 +530,19 @@ impl Filesystem for StrataFs {
                 gid: self.ov.settings.ids.store_gid(req.gid()),
                 umask,
             };
-            let (node, st, _) =
+            let (node, st, made) =
                 dir::create(&self.ov, &p, &cname, caller, New::File { mode }).map_err(errno)?;
-            let fd = file::open(
-                &self.ov,
-                &node,
-                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
-            )
-            .map_err(errno)?;
+            // The new file is already open read-write; the kernel enforces the access
+            // mode asked for (and a passthrough open reopens it with those flags).
+            let fd = match made {
+                Some(fd) => fd,
+                None => file::open(
+                    &self.ov,
+                    &node,
+                    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+                )
+                .map_err(errno)?,
+            };
             let attr = self.shown(node.attr(&st));
             Ok((node, attr, Arc::new(fd)))
         })();
