@@ -48,6 +48,10 @@
 #           files / 1 GiB [1,000 files / 100 MiB]. Kernel overlayfs and
 #           stratafs set a redirect; fuse-overlayfs returns EXDEV and mv copies it all.
 #           The result is checked (file count, source gone, sample contents).
+#   podman  (only when named; not in the default list) podman as root and rootless with
+#           native kernel overlay, fuse-overlayfs and stratafs as mount_program:
+#           `podman run --rm IMAGE true` and a 6-step `podman build --no-cache`, by
+#           scripts/bench-podman.sh (installs podman, buildah, runc, uidmap; adds a user)
 #   stall   copy-up of a 1 GiB lower file (opened O_WRONLY|O_APPEND through the mount)
 #           while a prober stats other/fN (cycling through 1,000 names), lists other/
 #           and stats the root; reports the copy-up time and the prober's latency
@@ -1232,9 +1236,20 @@ header() {
     echo "# medians of $REPS runs; data in $DIR; cpu = user+sys of the command plus the FUSE daemon's"
 }
 
+# podman runs on its own storage, by its own script (see the workload list above).
+prep_podman() { :; }
+run_podman() { :; }
+
 main() {
     parse_args "$@"
     [ "$(id -u)" -eq 0 ] || die "must be run as root (mounts, drops caches)"
+    if printf '%s\n' "${WORKLOADS[@]}" | grep -qx podman; then
+        "$REPO/scripts/bench-podman.sh" --reps "$REPS" || die "bench-podman.sh failed"
+        local keep=() w
+        for w in "${WORKLOADS[@]}"; do [ "$w" = podman ] || keep+=("$w"); done
+        [ ${#keep[@]} -gt 0 ] || exit 0
+        WORKLOADS=("${keep[@]}")
+    fi
     ensure_tools
     ensure_stratafs
     mkdir -p "$DIR"
