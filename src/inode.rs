@@ -94,7 +94,10 @@ impl Stack {
     pub fn cache(&self, pos: usize, fd: OwnedFd) -> Arc<OwnedFd> {
         let fd = Arc::new(fd);
         if CACHED_FDS.fetch_add(1, Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed)
-            && self.fds.get(pos).is_some_and(|slot| slot.set(fd.clone()).is_ok())
+            && self
+                .fds
+                .get(pos)
+                .is_some_and(|slot| slot.set(fd.clone()).is_ok())
         {
             self.budgeted.fetch_add(1, Ordering::Relaxed);
         } else {
