@@ -232,8 +232,10 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     inode::set_fd_budget(nofile as i64 / 2);
 
     let read_only = ov.settings.read_only;
-    let direct =
-        open_dev_fuse().and_then(|dev| mount_fuse(&req, &target, &dev, read_only).map(|_| dev));
+    let opened = open_dev_fuse();
+    // Cloned fds reopen /dev/fuse, which a plain user may not be allowed to.
+    let can_clone = opened.is_ok();
+    let direct = opened.and_then(|dev| mount_fuse(&req, &target, &dev, read_only).map(|_| dev));
     let dev = match direct {
         Ok(dev) => dev,
         // Not allowed to mount (a plain user outside a user namespace): the setuid
@@ -248,8 +250,7 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     let threads = threads.max(4);
     let mut cfg = Config::default();
     cfg.n_threads = Some(threads);
-    // Cloned fds reopen /dev/fuse, which a plain user may not be allowed to.
-    cfg.clone_fd = open_dev_fuse().is_ok();
+    cfg.clone_fd = can_clone;
     let fs = StrataFs::new(Arc::new(ov));
     let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {
         Ok(s) => s,
