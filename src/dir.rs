@@ -132,6 +132,15 @@ pub fn create(
         _ => (None, None),
     };
     let final_mode = final_mode.unwrap_or(0);
+    let in_place = !char_wh
+        && !aufs_wh
+        && default_acl.is_none()
+        && access_acl.is_none()
+        && ov.layer(0).stat_override.is_none();
+    if in_place {
+        let file = create_in_place(ov, up.as_fd(), name, &what, final_mode, caller.uid, gid)?;
+        return finish_create(ov, parent, name, &what, up.as_fd(), file);
+    }
     let w = work.fd.as_fd();
     let tmp = work.tmp_name();
     let mut file = None;
@@ -204,16 +213,21 @@ pub fn create(
     if aufs_wh {
         whiteout::drop_aufs(up.as_fd(), name);
     }
-    let mut st = sys::statat(up.as_fd(), name)?;
-    ov.effective(
-        0,
-        sys::At {
-            dir: up.as_fd(),
-            name,
-        },
-        &mut st,
-    );
-    let (kind, ino) = match &what {
+    finish_create(ov, parent, name, &what, up.as_fd(), file)
+}
+
+/// The new node for the object just made at (`up`, `name`), and its stat.
+fn finish_create(
+    ov: &Overlay,
+    parent: &Arc<Node>,
+    name: &CString,
+    what: &New,
+    up: BorrowedFd,
+    file: Option<OwnedFd>,
+) -> io::Result<(Arc<Node>, Stat, Option<OwnedFd>)> {
+    let mut st = sys::statat(up, name)?;
+    ov.effective(0, sys::At { dir: up, name }, &mut st);
+    let (kind, ino) = match what {
         New::Link { node } => (node.kind, node.ino),
         _ => {
             let kind = crate::inode::kind_of(st.st_mode).ok_or_else(|| err(libc::EIO))?;
@@ -224,6 +238,65 @@ pub fn create(
         .table
         .lookup_ref(ino, kind, parent, name, vec![LayerRef::new(0)]);
     Ok((node, st, file))
+}
+
+/// Makes the object right at its name in the upper directory `up`, as the kernel does
+/// where no whiteout is in the way and nothing needs to be set before it shows: the
+/// merged view shows the name only once the create returns (the kernel holds the
+/// parent locked), and its type and inode number are final from the start. Owner and
+/// mode are set after only where the create did not give them already. Returns the fd
+/// of a new regular file.
+fn create_in_place(
+    ov: &Overlay,
+    up: BorrowedFd,
+    name: &CString,
+    what: &New,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> io::Result<Option<OwnedFd>> {
+    let perm = mode & 0o7777;
+    let mut file = None;
+    match what {
+        New::File { .. } => {
+            file = Some(sys::openat(
+                up,
+                name,
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                perm,
+            )?)
+        }
+        New::Dir { .. } => sys::mkdirat(up, name, perm)?,
+        New::Special { mode, rdev } => sys::mknodat(up, name, (mode & libc::S_IFMT) | perm, *rdev)?,
+        New::Symlink { target } => sys::symlinkat(target, up, name)?,
+        New::Link { node } => {
+            let (sdir, sname) = node.real(ov)?;
+            sys::linkat(sdir.as_fd(), &sname, up, name)?;
+            return Ok(None);
+        }
+    }
+    let set_owner_mode = || -> io::Result<()> {
+        let made = sys::statat(up, name)?;
+        let chowned = made.st_uid != uid || made.st_gid != gid;
+        if chowned {
+            sys::chownat(up, name, uid, gid)?;
+        }
+        if made.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Ok(());
+        }
+        // A directory in a set-group-id directory keeps the bit it inherited.
+        let want = perm | (made.st_mode & libc::S_ISGID & if matches!(what, New::Dir { .. }) { !0 } else { 0 });
+        // chown may clear set-id bits; mkdir and mknod may drop some: set the mode last.
+        if made.st_mode & 0o7777 != want || (chowned && want & 0o6000 != 0) {
+            sys::chmodat(up, name, want)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = set_owner_mode() {
+        let _ = sys::unlinkat(up, name, matches!(what, New::Dir { .. }));
+        return Err(e);
+    }
+    Ok(file)
 }
 
 /// Renames the finished object `tmp` from the work dir to (`dir`, `name`), replacing
