@@ -127,8 +127,13 @@ fn build(
                 let srcfd = sys::openat(src_dir, src, libc::O_RDONLY, 0)?;
                 copy_data(&srcfd, &dst, st.st_size as u64)?;
                 if sync {
-                    // Durable before it becomes visible, as the kernel does (unless volatile).
-                    sys::fsync(dst.as_fd(), true)?;
+                    // On disk before it becomes visible (unless volatile): the data is
+                    // written out and waited for, which also allocates its blocks in the
+                    // running journal transaction. The rename that follows is journaled
+                    // no earlier, so after a crash the name shows either the lower file
+                    // or the whole copy, as with the kernel's fsync, without a journal
+                    // commit per copy.
+                    sys::write_out(dst.as_fd())?;
                 }
             }
             Ok(())

@@ -270,6 +270,15 @@ pub fn fsync(fd: BorrowedFd, datasync: bool) -> io::Result<()> {
     })
 }
 
+/// Writes the file's dirty data out and waits for it (`sync_file_range` over the whole
+/// file), without the journal commit of an fsync.
+pub fn write_out(fd: BorrowedFd) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    cvt_unit(unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) })
+}
+
 pub fn fallocate(fd: BorrowedFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
     cvt_unit(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, offset as i64, len as i64) })
 }
