@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use smallvec::{smallvec, SmallVec};
 use fuser::{FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
 
@@ -47,7 +48,8 @@ impl LayerRef {
 
 /// The layers of a node, with the directory fds cached for each.
 pub struct Stack {
-    pub refs: Vec<LayerRef>,
+    /// Inline for the common single-layer node: one allocation less per inode.
+    pub refs: SmallVec<[LayerRef; 1]>,
     fds: Vec<OnceLock<Arc<OwnedFd>>>,
     /// How many of `fds` count against the fd budget.
     budgeted: AtomicU32,
@@ -71,7 +73,7 @@ impl Stack {
             Vec::new()
         };
         Stack {
-            refs,
+            refs: refs.into_iter().collect(),
             fds,
             budgeted: AtomicU32::new(0),
         }
@@ -135,7 +137,7 @@ pub struct Node {
     nlookup: AtomicU64,
     /// Every name the kernel knows this node by, the most recently used first. A
     /// directory has one; a hard-linked file may have several; an unlinked file none.
-    aliases: RwLock<Vec<Loc>>,
+    aliases: RwLock<SmallVec<[Loc; 1]>>,
     stack: RwLock<Arc<Stack>>,
     /// Held while this node is copied up, so concurrent writers copy it once.
     pub copy_lock: Mutex<()>,
@@ -165,7 +167,7 @@ impl Node {
             ino,
             kind,
             nlookup: AtomicU64::new(0),
-            aliases: RwLock::new(vec![Loc {
+            aliases: RwLock::new(smallvec![Loc {
                 parent: Some(parent),
                 name,
             }]),
@@ -184,7 +186,7 @@ impl Node {
             ino: ROOT_ID,
             kind: FileType::Directory,
             nlookup: AtomicU64::new(1),
-            aliases: RwLock::new(vec![Loc {
+            aliases: RwLock::new(smallvec![Loc {
                 parent: None,
                 name: CString::default(),
             }]),
@@ -270,7 +272,7 @@ impl Node {
         if !known {
             self.add_alias(parent, name);
         }
-        if self.stack.read().refs != refs {
+        if self.stack.read().refs[..] != *refs {
             *self.stack.write() =
                 Arc::new(Stack::new(refs.to_vec(), self.kind == FileType::Directory));
         }
