@@ -2,7 +2,8 @@
 //! unlink, rmdir and rename, with the whiteouts, opaque markers and redirects that
 //! keep the merged view right.
 //!
-//! Every new upper object is built in the work directory and renamed into place. A
+//! A new upper object is made right at its name where nothing stands in the way,
+//! else built in the work directory and renamed into place. A
 //! name that exists below the upper layer gets a whiteout when it goes away; a
 //! directory made where such a name was is opaque; a lower or merged directory that
 //! is renamed is copied up alone and records its old path as a redirect.
