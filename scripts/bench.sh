@@ -58,6 +58,13 @@
 #           (max, p99, max per kind of call) during the copy-up. After the caches are
 #           dropped, the lower layer's other/ is listed directly (not through the
 #           mount) so the prober does not wait for the disk; big stays cold.
+#   memory  (only when named; not in the default list) the FUSE daemon's memory for a
+#           lower layer of 1,000,000 [100,000] empty files in 1,000 [100] dirs (empty
+#           upper); fuse-overlayfs and stratafs only (kernel overlayfs has no daemon: its
+#           rows are '-'). A cold stat walk (`find -printf '%s'`, which looks up every
+#           entry; the entry count checked), then the daemon's RSS (VmRSS) right after
+#           it and after `echo 2 > /proc/sys/vm/drop_caches` and 3 s (the kernel forgets
+#           its inodes, so the daemon can free its inode table), and its peak RSS.
 #
 # Options:
 #   --quick          the smaller sizes above, 1 repetition unless --reps is given (all
@@ -82,6 +89,7 @@ for a in "$@"; do
 done
 
 ALL_WORKLOADS=(walk io copyup untar bigdir src rename stall)
+OPT_WORKLOADS=(podman memory)       # run only when named
 ALL_IMPLS=(kernel fuse-ovl stratafs)
 
 QUICK=0
@@ -124,7 +132,7 @@ parse_args() {
     [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=("${ALL_WORKLOADS[@]}")
     local w
     for w in "${WORKLOADS[@]}"; do
-        declare -F "run_$w" >/dev/null || die "unknown workload: $w (known: ${ALL_WORKLOADS[*]})"
+        declare -F "run_$w" >/dev/null || die "unknown workload: $w (known: ${ALL_WORKLOADS[*]} ${OPT_WORKLOADS[*]})"
     done
     [[ $DIR != *[[:space:]]* ]] || die "--dir must not contain white space"
     case $DIR in /*) ;; *) DIR=$PWD/$DIR ;; esac
@@ -194,7 +202,7 @@ ensure_tools() {
     PYTHON=$(command -v python3)
     export PYTHON
     export -f w_find w_statwalk w_tar w_seqread w_seqwrite w_fsync w_open_append w_untar \
-        w_rmrf w_lsf w_gitstatus w_grep w_make w_py
+        w_rmrf w_lsf w_gitstatus w_grep w_make w_py w_sizewalk
 }
 
 ensure_stratafs() {
@@ -286,15 +294,17 @@ unmount_run() {
 CLK_TCK=$(getconf CLK_TCK)
 
 # find_daemon: sets DPID to the pid of the FUSE daemon serving $MNT (the process named
-# stratafs or fuse-overlayfs whose last argument is $MNT); empty for kernel overlayfs.
+# stratafs, fuse-overlayfs or like $STRATAFS_BIN whose last argument is $MNT); empty for
+# kernel overlayfs.
 find_daemon() {
     DPID=
     [ "${IMPL:-kernel}" != kernel ] || return 0
-    local i p last cands
+    local i p last cands bin
+    bin=$(basename "${STRATAFS_BIN:-stratafs}" | cut -c 1-15)      # comm is cut at 15
     for i in $(seq 40); do          # a daemonizing parent may still be around: wait for one
         cands=()
         for p in $(pgrep -f -- " $MNT\$" || true); do
-            case $(cat "/proc/$p/comm" 2>/dev/null) in stratafs|fuse-overlayfs) ;; *) continue ;; esac
+            case $(cat "/proc/$p/comm" 2>/dev/null) in stratafs|fuse-overlayfs|"$bin") ;; *) continue ;; esac
             last=$(tr '\0' '\n' < "/proc/$p/cmdline" 2>/dev/null | tail -n 1) || continue
             [ "$last" = "$MNT" ] && cands+=("$p")
         done
@@ -321,6 +331,14 @@ note_daemon_peak() {
     kb=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$DPID/status" 2>/dev/null) || return 0
     [ -n "$kb" ] && [ "$kb" -gt "${PEAK_RSS_KB:-0}" ] && PEAK_RSS_KB=$kb
     return 0
+}
+
+# daemon_mib FIELD: the daemon's FIELD of /proc/PID/status (VmRSS, VmHWM) in MiB, one
+# decimal; n/a without a daemon (or once it is gone).
+daemon_mib() {
+    local kb=
+    [ -z "${DPID:-}" ] || kb=$(awk -v f="$1:" '$1 == f { print $2 }' "/proc/$DPID/status" 2>/dev/null) || kb=
+    if [ -n "$kb" ]; then awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }'; else echo n/a; fi
 }
 
 # measure FUNC ARG...: runs the exported shell function FUNC (in `bash -c`, under
@@ -385,6 +403,7 @@ w_gitstatus() { git -C "$1" status --porcelain | wc -l; }
 w_grep()      { grep -r "$2" "$1" | wc -l; }
 w_make()      { make -C "$1" -j2 -s; }
 w_py()        { "$PYTHON" -c "$@"; }
+w_sizewalk()  { find "$1" -printf '%s\n' | wc -l; }
 
 # Python helpers (run with w_py, or directly while preparing).
 PY_RANDREAD=$(cat <<'PYEOF'
@@ -1134,6 +1153,72 @@ run_src() {
     want "objects in the upper" "$(find "$UPPER/src" -name '*.o' | wc -l)" $((SRC_MODS + 1))
     result src "make -j2 ($((SRC_MODS + 1)) .c)"
     finish_run src
+}
+
+# ---------------------------------------------------------------------------------------
+# Workload: memory (the FUSE daemon's RSS after looking up every entry of a huge tree,
+# and after the kernel forgets them)
+# ---------------------------------------------------------------------------------------
+# PY_GEN_EMPTY TOP NDIRS NFILES: TOP/dNNNN/fNNNN, NDIRS dirs of NFILES empty files each.
+PY_GEN_EMPTY=$(cat <<'PYEOF'
+import os, sys, stat
+top, nd, nf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(top)
+for d in range(nd):
+    name = os.path.join(top, "d%04d" % d)
+    os.mkdir(name)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+    for f in range(nf):
+        os.mknod("f%04d" % f, stat.S_IFREG | 0o644, dir_fd=fd)
+    os.close(fd)
+PYEOF
+)
+
+mem_shape() {
+    if [ "$QUICK" = 1 ]; then MEM_DIRS=100; else MEM_DIRS=1000; fi
+    MEM_FILES=1000                      # per dir
+    MEM_N=$((MEM_DIRS * MEM_FILES))
+    MEM_LOWER=$LOWER_ROOT/memory-$MEM_N
+}
+
+prep_memory() {
+    mem_shape
+    [ -e "$MEM_LOWER.ok" ] && return 0
+    log "preparing $MEM_LOWER: $MEM_N empty files in $MEM_DIRS dirs"
+    rm -rf "$MEM_LOWER"
+    "$PYTHON" -c "$PY_GEN_EMPTY" "$MEM_LOWER" "$MEM_DIRS" "$MEM_FILES"
+    sync
+    touch "$MEM_LOWER.ok"
+}
+
+run_memory() {
+    IMPL=$1 REP=$2
+    mem_shape
+    local walk="stat walk cold" m
+    if [ "$IMPL" = kernel ]; then       # no daemon: nothing to measure
+        for m in "$walk (s)" "$walk cpu (s)" "entries (n)" "RSS after walk (MiB)" \
+            "RSS drop_caches+3s (MiB)" "daemon peak RSS (MiB)"; do
+            record memory "$m" "$IMPL" "$REP" -
+        done
+        log "  memory kernel rep $REP: skipped (no daemon)"
+        return 0
+    fi
+    mount_fresh "$IMPL" "$MEM_LOWER" "memory-$IMPL-$REP"
+    drop_caches
+    measure w_sizewalk "$MNT"           # `find` lists the root, the dirs and the files
+    local n; n=$(out)
+    want entries "$n" $((1 + MEM_DIRS + MEM_N))
+    result memory "$walk"
+    record memory "entries (n)" "$IMPL" "$REP" "${n:-0}"
+    local after dropped
+    after=$(daemon_mib VmRSS)
+    sync; echo 2 > /proc/sys/vm/drop_caches  # dentries and inodes: FORGETs to the daemon
+    sleep 3
+    dropped=$(daemon_mib VmRSS)
+    log "  memory $IMPL rep $REP: $n entries; RSS ${after} MiB after the walk, ${dropped} MiB after drop_caches"
+    record memory "RSS after walk (MiB)" "$IMPL" "$REP" "$after"
+    record memory "RSS drop_caches+3s (MiB)" "$IMPL" "$REP" "$dropped"
+    finish_run memory
 }
 
 # ---------------------------------------------------------------------------------------
