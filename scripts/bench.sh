@@ -35,7 +35,8 @@
 #           (digest compared with the same reads of the lower file).
 #   copyup  copy-up (open O_WRONLY|O_APPEND) of 2,000 [500] lower files of 0-64 KiB
 #           and of the 1 GiB [100 MiB] lower file, cold; then 20,000 [2,000]
-#           open+append(100 B)+close on 100 [50] files of the upper.
+#           open+append(100 B)+close on 100 [50] files of the upper; then the copy-up
+#           of the small files again on a fresh mount with `-o volatile` ("vol.").
 #   untar   tar -xf of 20,000 [5,000] files (0-8 KiB, in 200 [50] dirs); rm -rf of
 #           that tree; rm -rf (cold) of the same tree lying in the lower layer.
 #   bigdir  a directory of 50,000 [5,000] names, a third from each of the lower,
@@ -250,7 +251,8 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$RESULTS";
 
 # mount_fresh IMPL LOWERDIRS NAME [TEMPLATE]: mounts IMPL over LOWERDIRS (colon-separated)
 # with a fresh upper and work dir in $DIR/runs/NAME (the upper a copy of TEMPLATE's
-# contents if given); sets MNT, UPPER, RUN and DPID (the FUSE daemon's pid).
+# contents if given), adding the mount options in $EXTRA_OPTS if set; sets MNT, UPPER,
+# RUN and DPID (the FUSE daemon's pid).
 mount_fresh() {
     local impl=$1 lower=$2
     RUN=$DIR/runs/$3
@@ -258,7 +260,7 @@ mount_fresh() {
     mkdir -p "$RUN"/{upper,work,mnt}
     UPPER=$RUN/upper MNT=$RUN/mnt
     [ -z "${4:-}" ] || cp -a "$4/." "$UPPER/"
-    local opts="lowerdir=$lower,upperdir=$UPPER,workdir=$RUN/work"
+    local opts="lowerdir=$lower,upperdir=$UPPER,workdir=$RUN/work${EXTRA_OPTS:+,$EXTRA_OPTS}"
     case $impl in
         kernel)   mount -t overlay overlay -o "$opts,redirect_dir=on,index=on" "$MNT" ;;
         fuse-ovl) /usr/bin/fuse-overlayfs -o "$opts" "$MNT" ;;
@@ -1013,6 +1015,16 @@ run_copyup() {
     want "appends" "$(out)" $((AP_FILES * AP_ROUNDS))
     want "upper sizes" "$(stat -c %s "$UPPER"/logs/* | sort -u | tr '\n' ' ')" "$((100 * (AP_ROUNDS + 1))) "
     result copyup "append x$((AP_FILES * AP_ROUNDS))"
+    unmount_run
+
+    # The same copy-up of the small files on a `volatile` mount (no sync before the
+    # rename: the kernel's and stratafs's; fuse-overlayfs never syncs anyway).
+    EXTRA_OPTS=volatile mount_fresh "$IMPL" "$CU_LOWER:$IO_LOWER" "copyup-vol-$IMPL-$REP"
+    drop_caches
+    measure w_py "$PY_COPYUP" "$MNT/files"
+    want "files opened" "$(out)" "$CU_FILES"
+    want "files in the upper" "$(find "$UPPER/files" -type f | wc -l)" "$CU_FILES"
+    result copyup "vol. copy-up $CU_FILES"
     finish_run copyup
 }
 
