@@ -286,7 +286,14 @@ fn create_in_place(
             return Ok(());
         }
         // A directory in a set-group-id directory keeps the bit it inherited.
-        let want = perm | (made.st_mode & libc::S_ISGID & if matches!(what, New::Dir { .. }) { !0 } else { 0 });
+        let want = perm
+            | (made.st_mode
+                & libc::S_ISGID
+                & if matches!(what, New::Dir { .. }) {
+                    !0
+                } else {
+                    0
+                });
         // chown may clear set-id bits; mkdir and mknod may drop some: set the mode last.
         if made.st_mode & 0o7777 != want || (chowned && want & 0o6000 != 0) {
             sys::chmodat(up, name, want)?;

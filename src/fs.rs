@@ -20,6 +20,7 @@ use crate::attr;
 use crate::dir::{self, Caller, New};
 use crate::file;
 use crate::inode::Node;
+use crate::means::Means;
 use crate::namei;
 use crate::overlay::Overlay;
 use crate::readdir;
@@ -27,6 +28,7 @@ use crate::xattr;
 
 pub struct StrataFs {
     pub ov: Arc<Overlay>,
+    means: Means,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -40,7 +42,18 @@ fn errno(e: std::io::Error) -> Errno {
 
 impl StrataFs {
     pub fn new(ov: Arc<Overlay>) -> Self {
-        StrataFs { ov }
+        let means = Means::from_env();
+        debug!("means: {means:?}");
+        StrataFs { ov, means }
+    }
+
+    /// Open flags of a daemon-served file: its pages stay cached across opens.
+    fn file_cache_flags(&self) -> FopenFlags {
+        if self.means.keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
@@ -64,21 +77,26 @@ impl Filesystem for StrataFs {
         // Lookups and listings of one directory may run side by side (every node has
         // its own locks); symlink targets may be cached (the layers change only
         // through us); large writes come in 1 MiB pieces.
-        let _ = cfg.add_capabilities(
-            fuser::InitFlags::FUSE_PARALLEL_DIROPS | fuser::InitFlags::FUSE_CACHE_SYMLINKS,
-        );
+        if self.means.parallel_dirops {
+            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        }
+        if self.means.symlink_cache {
+            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        }
         // READDIRPLUS looks every listed entry up: it saves a LOOKUP per entry to stat
         // walks but costs a cold find 3-6x (it reads every inode); off unless asked
         // for (docs/performance.md).
-        if std::env::var_os("STRATAFS_READDIRPLUS").is_some() {
+        if self.means.readdirplus {
             let _ = cfg.add_capabilities(
                 fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
             );
         }
-        let _ = cfg.set_max_write(1 << 20);
+        if self.means.big_writes {
+            let _ = cfg.set_max_write(1 << 20);
+        }
         // File data straight between the kernel and the upper files (root only; the
         // first refusal turns it off).
-        if std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none()
+        if self.means.passthrough
             && crate::sys::geteuid() == 0
             && cfg
                 .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
@@ -119,7 +137,7 @@ impl Filesystem for StrataFs {
             Ok(attr) => reply.entry(&self.ov.settings.ttl, &attr, Generation(0)),
             // A missing name stays missing until it is made through us: the kernel
             // may remember that (a negative entry: node id 0).
-            Err(Errno::ENOENT) => {
+            Err(Errno::ENOENT) if self.means.negative => {
                 reply.entry(&self.ov.settings.ttl, &negative_attr(), Generation(0))
             }
             Err(e) => reply.error(e),
@@ -171,7 +189,7 @@ impl Filesystem for StrataFs {
         let fh = self.ov.handles.add_file(n.ino, fd, backing.clone());
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.opened(FileHandle(fh), self.file_cache_flags()),
         }
     }
 
@@ -231,10 +249,14 @@ impl Filesystem for StrataFs {
         match self.node(ino) {
             // The kernel may keep listings in its cache: a directory changes only
             // through this mount, which invalidates them.
-            Ok(n) if n.kind == FileType::Directory => reply.opened(
-                FileHandle(self.ov.handles.add_dir()),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(n) if n.kind == FileType::Directory => {
+                let flags = if self.means.cache_dir {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(self.ov.handles.add_dir()), flags)
+            }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(e),
         }
@@ -558,7 +580,7 @@ impl Filesystem for StrataFs {
             Some(id) => {
                 reply.created_passthrough(&ttl, &a, Generation(0), fh, FopenFlags::empty(), &id)
             }
-            None => reply.created(&ttl, &a, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.created(&ttl, &a, Generation(0), fh, self.file_cache_flags()),
         }
     }
 

@@ -17,9 +17,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use smallvec::{smallvec, SmallVec};
 use fuser::{FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
+use smallvec::{smallvec, SmallVec};
 
 use crate::overlay::Overlay;
 use crate::sys::{self, Stat};

@@ -17,6 +17,7 @@ mod index;
 mod inode;
 mod inspect;
 mod links;
+mod means;
 mod mount;
 mod namei;
 mod options;

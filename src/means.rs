@@ -1,0 +1,86 @@
+//! The means of speed that the kernel side offers (issue: performance), each of which
+//! can be turned off for diagnosis with `STRATAFS_DISABLE=name,name,...`:
+//! `passthrough`, `negative` (negative entries), `keep_cache` (file pages kept across
+//! opens), `cache_dir` (listings kept), `parallel_dirops`, `symlink_cache`,
+//! `big_writes` (1 MiB writes; else the kernel's 4 KiB default). READDIRPLUS is the
+//! other way round: off unless `STRATAFS_READDIRPLUS` is set.
+
+/// Which means are on.
+#[derive(Clone, Copy, Debug)]
+pub struct Means {
+    pub passthrough: bool,
+    pub negative: bool,
+    pub keep_cache: bool,
+    pub cache_dir: bool,
+    pub parallel_dirops: bool,
+    pub symlink_cache: bool,
+    pub big_writes: bool,
+    pub readdirplus: bool,
+}
+
+const NAMES: [&str; 7] = [
+    "passthrough",
+    "negative",
+    "keep_cache",
+    "cache_dir",
+    "parallel_dirops",
+    "symlink_cache",
+    "big_writes",
+];
+
+impl Means {
+    /// From the environment (`STRATAFS_DISABLE`, `STRATAFS_NO_PASSTHROUGH`,
+    /// `STRATAFS_READDIRPLUS`); unknown names are logged and ignored.
+    pub fn from_env() -> Self {
+        let off = std::env::var("STRATAFS_DISABLE").unwrap_or_default();
+        let mut m = Self::parse(&off);
+        if std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_some() {
+            m.passthrough = false;
+        }
+        m.readdirplus = std::env::var_os("STRATAFS_READDIRPLUS").is_some();
+        m
+    }
+
+    fn parse(off: &str) -> Self {
+        let mut m = Means {
+            passthrough: true,
+            negative: true,
+            keep_cache: true,
+            cache_dir: true,
+            parallel_dirops: true,
+            symlink_cache: true,
+            big_writes: true,
+            readdirplus: false,
+        };
+        for name in off.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "passthrough" => m.passthrough = false,
+                "negative" => m.negative = false,
+                "keep_cache" => m.keep_cache = false,
+                "cache_dir" => m.cache_dir = false,
+                "parallel_dirops" => m.parallel_dirops = false,
+                "symlink_cache" => m.symlink_cache = false,
+                "big_writes" => m.big_writes = false,
+                other => log::warn!(
+                    "STRATAFS_DISABLE: unknown name {other:?} (known: {})",
+                    NAMES.join(", ")
+                ),
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Means;
+
+    #[test]
+    fn names_turn_means_off() {
+        let m = Means::parse("negative, cache_dir,bogus");
+        assert!(!m.negative && !m.cache_dir);
+        assert!(m.passthrough && m.keep_cache && m.parallel_dirops && m.big_writes);
+        let all = Means::parse("");
+        assert!(all.negative && all.symlink_cache && !all.readdirplus);
+    }
+}
