@@ -7,7 +7,7 @@
 #                           [--user NAME] [-h|--help]
 #
 # Run as root on Debian. No container registry is needed (none is reached). The setup is
-# that of scripts/podman-e2e.sh:
+# that of scripts/podman-e2e.sh (the functions both source, scripts/podman-common.sh):
 #   1. apt-get installs what is missing: podman, buildah, uidmap, runc, fuse3, conmon,
 #      fuse-overlayfs (runc and the cgroupfs manager: crun refuses hybrid cgroups);
 #   2. builds stratafs (`cargo build --release`, CARGO_TARGET_DIR honoured) unless
@@ -61,6 +61,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# log, podman_install, make_work, install_stratafs, podman_user, write_store_configs, pm,
+# store_daemons, remove_tree, base_tree_*: shared with scripts/podman-e2e.sh.
+. "$REPO/scripts/podman-common.sh"
 CMDLINE="$0"
 for a in "$@"; do CMDLINE+=" $(printf '%q' "$a")"; done
 
@@ -89,8 +92,7 @@ done
 case $MODES in root|rootless) ;; both) MODES="root rootless" ;; *) echo "--mode: root, rootless or both" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "bench-podman: $*"; exit 1; }
+setup_fail() { log "bench-podman: $*"; exit 1; }
 
 START=$SECONDS
 WORK=
@@ -124,22 +126,6 @@ select_store() {
     fi
 }
 
-# pm TIMEOUT ARGS...: podman with the selected store's config, as root or as the user.
-pm() {
-    local t=$1
-    shift
-    if [ "$MODE" = rootless ]; then
-        (cd "$WORK" && timeout -k 10 "$t" runuser -u "$BENCH_USER" -- env -i \
-            HOME="$U_HOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER" SHELL=/bin/sh \
-            PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
-            XDG_RUNTIME_DIR="$XDG" TMPDIR=/var/tmp \
-            CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" podman "$@")
-    else
-        (cd "$WORK" && CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" \
-            timeout -k 10 "$t" podman "$@")
-    fi
-}
-
 # run_pm NAME TIMEOUT ARGS...: output in $OUT, status in $RC, wall time in $ELAPSED,
 # a failure's description in $WHY (empty on success).
 run_pm() {
@@ -158,50 +144,15 @@ run_pm() {
     esac
 }
 
+# write_configs: the selected store's config files (runroot $RUNB/r-IMPL); rootless,
+# its dir and XDG_RUNTIME_DIR belong to the user.
 write_configs() {
-    mkdir -p "$SDIR"
-    cat >"$SCONF" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$GRAPH"
-runroot = "$RUNB/r-$IMPL"
-# rootless podman ignores graphroot here and takes this one:
-rootless_storage_path = "$GRAPH"
-EOF
-    [ -z "$PROG" ] || printf '\n[storage.options.overlay]\nmount_program = "%s"\n' "$PROG" >>"$SCONF"
-    cat >"$CONF" <<EOF
-[containers]
-netns = "none"
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$SDIR/events.log"
-tmp_dir = "$SDIR/t"
-
-[network]
-network_config_dir = "$SDIR/net"
-EOF
-    chmod 0644 "$CONF" "$SCONF"
+    write_store_configs "$SDIR" "$RUNB/r-$IMPL" "$PROG"
     if [ "$MODE" = rootless ]; then
         mkdir -p "$XDG"
         chmod 0700 "$XDG"
         chown -R "$U_UID:$U_GID" "$SDIR" "$XDG"
     fi
-}
-
-# Daemons of the selected store's mount program serving its graph: PIDs.
-store_daemons() {
-    local d pid exe cmd
-    [ -n "${PROG_REAL:-}" ] && [ -n "${GRAPH:-}" ] || return 0
-    for d in /proc/[0-9]*; do
-        pid=${d#/proc/}
-        exe=$(readlink "$d/exe" 2>/dev/null) || continue
-        [ "$exe" = "$PROG_REAL" ] || continue
-        cmd=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") || continue
-        case $cmd in *"$GRAPH"*) echo "$pid" ;; esac
-    done
 }
 
 # Processes of the user left by the private stores (rootless pause processes, a stray
@@ -234,7 +185,7 @@ cleanup_mode() {
     fi
     for impl in fuse-ovl stratafs; do
         select_store "$mode" "$impl"
-        for pid in $(store_daemons); do kill "$pid" 2>/dev/null || true; done
+        for pid in $(store_daemons | cut -d' ' -f1); do kill "$pid" 2>/dev/null || true; done
     done
     for mp in $(awk -v w="$WORK/" -v r="$RUNB/" 'index($5, w) == 1 || index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
         fusermount3 -u -z "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
@@ -250,18 +201,12 @@ on_exit() {
             if [ "$KEEP" = 1 ]; then
                 log "work dir kept: $WORK"
             else
-                for mp in $(awk -v w="$WORK/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-                    umount -l "$mp" 2>/dev/null || true
-                done
-                rm -rf --one-file-system "$WORK" 2>/dev/null || rm -rf "$WORK" || true
+                remove_tree "$WORK"
             fi
         fi
     fi
     if [ -n "${RUNB:-}" ] && [ -d "$RUNB" ]; then
-        for mp in $(awk -v r="$RUNB/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-            umount -l "$mp" 2>/dev/null || true
-        done
-        rm -rf --one-file-system "$RUNB" 2>/dev/null || rm -rf "$RUNB" || true
+        remove_tree "$RUNB"
     fi
     [ "$rc" = 0 ] || log "bench-podman: exit status $rc"
     exit "$rc"
@@ -269,87 +214,30 @@ on_exit() {
 trap on_exit EXIT
 trap 'exit 130' INT TERM
 
+# ensure_user: the user $BENCH_USER (see podman_user).
 ensure_user() {
-    local start f
-    if ! id -u "$BENCH_USER" >/dev/null 2>&1; then
-        useradd --create-home --user-group --shell /bin/sh "$BENCH_USER" ||
-            { log "useradd $BENCH_USER failed"; return 1; }
-    fi
-    U_UID=$(id -u "$BENCH_USER")
-    U_GID=$(id -g "$BENCH_USER")
-    U_HOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
-    for f in /etc/subuid /etc/subgid; do
-        touch "$f"
-        if ! grep -q "^$BENCH_USER:" "$f"; then
-            start=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f")
-            echo "$BENCH_USER:$start:65536" >>"$f"
-        fi
-    done
+    podman_user "$BENCH_USER" || { log "useradd $BENCH_USER failed"; return 1; }
 }
 
 # ---------------------------------------------------------------------------- setup
 
-export DEBIAN_FRONTEND=noninteractive
-need=()
-for p in podman:podman buildah:buildah newuidmap:uidmap runc:runc fusermount3:fuse3 conmon:conmon; do
-    command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
-done
-[ -x /usr/bin/fuse-overlayfs ] || need+=(fuse-overlayfs)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing: ${need[*]}"
-    timeout 300 apt-get update -qq || die "apt-get update failed"
-    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
-        die "apt-get install ${need[*]} failed"
-fi
-[ -e /dev/fuse ] || { modprobe fuse 2>/dev/null || true; }
-[ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
-chmod 0666 /dev/fuse
-
-WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/pbench.XXXXXX")
-chmod 0755 "$WORK"
+podman_install fuse-overlayfs
+make_work pbench
 RUNB=$(mktemp -d /run/pbx.XXXXXX)
 chmod 0755 "$RUNB"
-mkdir -p "$WORK/bin" "$WORK/logs" "$WORK/ctx"
 
-if [ -n "${STRATAFS_BIN:-}" ]; then
-    SRC_BIN=$STRATAFS_BIN
-else
-    log "building stratafs (cargo build --release)"
-    (cd "$REPO" && timeout 1800 cargo build --release >"$WORK/logs/cargo.log" 2>&1) ||
-        die "cargo build --release failed: $(tail -n 5 "$WORK/logs/cargo.log" | tr '\n' ' ')"
-    SRC_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/stratafs
-fi
-[ -x "$SRC_BIN" ] || die "no stratafs binary at $SRC_BIN"
-install -m 0755 "$SRC_BIN" "$WORK/bin/stratafs"
+[ -n "${STRATAFS_BIN:-}" ] || log "building stratafs (cargo build --release)"
+install_stratafs
 
 # The base image: busybox-static (downloaded, not installed), a minimal /etc, and files
 # that the build appends to (copy-up) or deletes.
-(cd "$WORK/logs" && timeout 300 apt-get download busybox-static >/dev/null 2>&1) ||
-    die "apt-get download busybox-static failed"
-mkdir -p "$WORK/bb"
-dpkg-deb -x "$WORK"/logs/busybox-static_*.deb "$WORK/bb"
-R=$WORK/base
-mkdir -p "$R"/{bin,etc,dev,proc,sys,run,root,tmp,var/lib/app,usr/share/data,olddir/sub}
-install -m 0755 "$WORK/bb/bin/busybox" "$R/bin/busybox"
-for a in $("$R/bin/busybox" --list); do
-    [ "$a" = busybox ] || ln -s busybox "$R/bin/$a"
-done
-printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'app:x:1000:1000:app:/tmp:/bin/sh' \
-    'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$R/etc/passwd"
-printf '%s\n' 'root:x:0:' 'app:x:1000:' 'nogroup:x:65534:' >"$R/etc/group"
-: >"$R/etc/hosts"
-: >"$R/etc/resolv.conf"
-echo base >"$R/etc/hostname"
+base_tree_start var/lib/app usr/share/data olddir/sub
 for i in $(seq 1 100); do echo "config $i" >"$R/var/lib/app/c$i.conf"; done
 for i in $(seq 1 50); do head -c $((i * 97)) /dev/zero | tr '\0' d >"$R/usr/share/data/d$i"; done
 for i in $(seq 1 20); do echo "old $i" >"$R/olddir/o$i"; echo "sub $i" >"$R/olddir/sub/s$i"; done
 head -c 1048576 /dev/urandom >"$R/big.bin"
-find "$R" -type d -exec chmod 0755 {} +
-find "$R" -type f ! -name busybox -exec chmod 0644 {} +
-chmod 1777 "$R/tmp"
-chmod 0700 "$R/root"
-tar --numeric-owner -C "$R" -cf "$WORK/base.tar" .
-chmod 0644 "$WORK/base.tar"
+base_tree_modes
+base_tree_tar
 
 # The build context: 300 small files in 10 dirs, and the Containerfile.
 for d in $(seq 0 9); do

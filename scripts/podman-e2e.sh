@@ -6,10 +6,12 @@
 #   scripts/podman-e2e.sh [--impl stratafs|fuse-overlayfs] [--mode root|rootless|both]
 #                         [--quick] [--keep] [--user NAME] [-h|--help]
 #
-# Run as root on Debian. No container registry is needed (none is reached). Steps:
-#   1. apt-get installs what is missing: podman, buildah, uidmap, runc, fuse3 (and
-#      fuse-overlayfs for --impl fuse-overlayfs). runc and the cgroupfs manager are used
-#      because crun refuses hybrid cgroup hierarchies;
+# Run as root on Debian. No container registry is needed (none is reached). The setup
+# functions (steps 1-3, the config files and the user of step 4) are shared with
+# scripts/bench-podman.sh in scripts/podman-common.sh. Steps:
+#   1. apt-get installs what is missing: podman, buildah, uidmap, runc, fuse3, conmon
+#      (and fuse-overlayfs for --impl fuse-overlayfs). runc and the cgroupfs manager are
+#      used because crun refuses hybrid cgroup hierarchies;
 #   2. builds stratafs (`cargo build --release`, CARGO_TARGET_DIR honoured) unless
 #      STRATAFS_BIN=/path/to/stratafs is set, and copies the binary into the work dir
 #      (where the unprivileged user can execute it);
@@ -80,6 +82,9 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# podman_install, make_work, install_stratafs, podman_user, write_store_configs, pm,
+# store_daemons, remove_tree, base_tree_*: shared with scripts/bench-podman.sh.
+. "$REPO/scripts/podman-common.sh"
 
 IMPL=stratafs
 MODES=both
@@ -120,19 +125,6 @@ MODE_ACTIVE=0
 
 # ---------------------------------------------------------------------------- cleanup
 
-# Daemons of the mount program serving this mode's store: "PID CMDLINE" lines.
-store_daemons() {
-    local d pid exe cmd
-    [ -n "${PROG_REAL:-}" ] && [ -n "${GRAPH:-}" ] || return 0
-    for d in /proc/[0-9]*; do
-        pid=${d#/proc/}
-        exe=$(readlink "$d/exe" 2>/dev/null) || continue
-        [ "$exe" = "$PROG_REAL" ] || continue
-        cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
-        case $cmd in *"$GRAPH"*) echo "$pid $cmd" ;; esac
-    done
-}
-
 # Mount points under the work dir that are FUSE mounts or `merged` dirs, seen from the
 # host and (rootless) from podman's user+mount namespace: "fstype mountpoint" lines.
 store_mounts() {
@@ -151,7 +143,7 @@ store_mounts() {
 
 pause_pids() {
     local f
-    for f in "/run/user/${E2E_UID:-x}/libpod/tmp/pause.pid" "$WORK/$MODE/t/pause.pid"; do
+    for f in "/run/user/${U_UID:-x}/libpod/tmp/pause.pid" "$WORK/$MODE/t/pause.pid"; do
         [ -f "$f" ] && cat "$f" && echo
     done 2>/dev/null | grep -E '^[0-9]+$' | sort -u || true
 }
@@ -185,10 +177,7 @@ on_exit() {
         if [ "$KEEP" = 1 ]; then
             echo "work dir kept: $WORK" >&2
         else
-            for mp in $(awk -v w="$WORK/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-                umount -l "$mp" 2>/dev/null || true
-            done
-            rm -rf --one-file-system "$WORK" 2>/dev/null || rm -rf "$WORK" || true
+            remove_tree "$WORK"
         fi
     fi
     if [ "$rc" != 0 ] && [ "${DONE:-0}" != 1 ]; then
@@ -204,36 +193,11 @@ setup_fail() { fail "setup" "$1"; DONE=1; exit 1; }
 
 # ---------------------------------------------------------------------------- setup
 
-export DEBIAN_FRONTEND=noninteractive
-need=()
-for p in podman:podman buildah:buildah newuidmap:uidmap runc:runc fusermount3:fuse3 conmon:conmon; do
-    command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
-done
-[ "$IMPL" = fuse-overlayfs ] && { [ -x /usr/bin/fuse-overlayfs ] || need+=(fuse-overlayfs); }
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}" >&2
-    timeout 300 apt-get update -qq || setup_fail "apt-get update failed"
-    timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
-        setup_fail "apt-get install ${need[*]} failed"
-fi
-[ -e /dev/fuse ] || { modprobe fuse 2>/dev/null || true; }
-[ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
-chmod 0666 /dev/fuse
-
-WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/pe2e.XXXXXX")
-chmod 0755 "$WORK"
-mkdir -p "$WORK/bin" "$WORK/logs" "$WORK/ctx"
+podman_install "$IMPL"
+make_work pe2e
 
 if [ "$IMPL" = stratafs ]; then
-    if [ -n "${STRATAFS_BIN:-}" ]; then
-        SRC_BIN=$STRATAFS_BIN
-    else
-        (cd "$REPO" && timeout 1800 cargo build --release >"$WORK/logs/cargo.log" 2>&1) ||
-            setup_fail "cargo build --release failed: $(tail -n 5 "$WORK/logs/cargo.log" | tr '\n' ' ')"
-        SRC_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/stratafs
-    fi
-    [ -x "$SRC_BIN" ] || setup_fail "no stratafs binary at $SRC_BIN"
-    install -m 0755 "$SRC_BIN" "$WORK/bin/stratafs"
+    install_stratafs
     PROG=$WORK/bin/stratafs
 elif [ "$IMPL" = fuse-overlayfs ]; then
     PROG=/usr/bin/fuse-overlayfs
@@ -243,23 +207,9 @@ fi
 PROG_REAL=
 [ -z "$PROG" ] || PROG_REAL=$(readlink -f "$PROG")
 
-# The base image tree, from busybox-static (downloaded, not installed).
-(cd "$WORK/logs" && timeout 300 apt-get download busybox-static >/dev/null 2>&1) ||
-    setup_fail "apt-get download busybox-static failed"
-mkdir -p "$WORK/bb"
-dpkg-deb -x "$WORK"/logs/busybox-static_*.deb "$WORK/bb"
-R=$WORK/base
-mkdir -p "$R"/{bin,etc,dev,proc,sys,run,root,tmp,base/sub/deep,data/sub,deldir/sub,olddir/sub}
-install -m 0755 "$WORK/bb/bin/busybox" "$R/bin/busybox"
-for a in $("$R/bin/busybox" --list); do
-    [ "$a" = busybox ] || ln -s busybox "$R/bin/$a"
-done
-printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'app:x:1000:1000:app:/tmp:/bin/sh' \
-    'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$R/etc/passwd"
-printf '%s\n' 'root:x:0:' 'app:x:1000:' 'nogroup:x:65534:' >"$R/etc/group"
-: >"$R/etc/hosts"
-: >"$R/etc/resolv.conf"
-echo base >"$R/etc/hostname"
+# The base image tree, from busybox-static (downloaded, not installed), plus files and
+# dirs that the build and the containers change.
+base_tree_start base/sub/deep data/sub deldir/sub olddir/sub
 echo keep >"$R/base/keep.txt"
 echo orig >"$R/base/append.txt"
 echo chmod >"$R/base/chmod.txt"
@@ -275,15 +225,11 @@ echo b >"$R/deldir/sub/b"
 echo f1 >"$R/olddir/f1"
 echo f2 >"$R/olddir/sub/f2"
 head -c 262144 /dev/urandom >"$R/big.bin"
-find "$R" -type d -exec chmod 0755 {} +
-find "$R" -type f ! -name busybox -exec chmod 0644 {} +
-chmod 1777 "$R/tmp"
-chmod 0700 "$R/root"
+base_tree_modes
 chown 1000:1000 "$R/olddir" "$R/olddir/f1"
 chmod 0750 "$R/olddir"
 chmod 0640 "$R/olddir/f1"
-tar --numeric-owner -C "$R" -cf "$WORK/base.tar" .
-chmod 0644 "$WORK/base.tar"
+base_tree_tar
 MD5_BB=$(md5sum <"$R/bin/busybox" | cut -d' ' -f1)
 MD5_BIG=$(md5sum <"$R/big.bin" | cut -d' ' -f1)
 MD5_BIG2=$( (cat "$R/big.bin"; echo tail) | md5sum | cut -d' ' -f1)
@@ -416,22 +362,6 @@ DIFF_IGNORE='^[ACD] (/|/dev|/dev/.*|/proc|/sys|/run|/run/\.containerenv|/run/sec
 
 # ---------------------------------------------------------------------------- podman
 
-# pm TIMEOUT ARGS...: podman with this mode's config, as root or as the user.
-pm() {
-    local t=$1
-    shift
-    if [ "$MODE" = rootless ]; then
-        (cd "$WORK" && timeout -k 10 "$t" runuser -u "$E2E_USER" -- env -i \
-            HOME="$E2E_HOME" USER="$E2E_USER" LOGNAME="$E2E_USER" SHELL=/bin/sh \
-            PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
-            XDG_RUNTIME_DIR="/run/user/$E2E_UID" TMPDIR=/var/tmp \
-            CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" podman "$@")
-    else
-        (cd "$WORK" && CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" \
-            timeout -k 10 "$t" podman "$@")
-    fi
-}
-
 # run_pm NAME TIMEOUT ARGS...: runs podman, output in $OUT, stderr in $ERR_FILE, status
 # in $RC; a timeout (124/137) is reported in $WHY.
 run_pm() {
@@ -521,59 +451,14 @@ check_no_orphans() {
     fi
 }
 
-write_configs() {
-    local dir=$1
-    mkdir -p "$dir"
-    CONF=$dir/containers.conf
-    SCONF=$dir/storage.conf
-    GRAPH=$dir/graph
-    cat >"$SCONF" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$dir/graph"
-runroot = "$dir/run"
-# rootless podman ignores graphroot here and takes this one:
-rootless_storage_path = "$dir/graph"
-
-EOF
-    [ -z "$PROG" ] || printf '\n[storage.options.overlay]\nmount_program = "%s"\n' "$PROG" >>"$SCONF"
-    cat >"$CONF" <<EOF
-[containers]
-netns = "none"
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$dir/events.log"
-tmp_dir = "$dir/t"
-
-[network]
-network_config_dir = "$dir/net"
-EOF
-    chmod 0644 "$CONF" "$SCONF"
-}
-
+# ensure_user: the user $E2E_USER (see podman_user) with /run/user/UID, which is
+# XDG_RUNTIME_DIR for its podman.
 ensure_user() {
-    local start
-    if ! id -u "$E2E_USER" >/dev/null 2>&1; then
-        useradd --create-home --user-group --shell /bin/sh "$E2E_USER" ||
-            { fail "setup rootless" "useradd $E2E_USER failed"; return 1; }
-    fi
-    E2E_UID=$(id -u "$E2E_USER")
-    E2E_GID=$(id -g "$E2E_USER")
-    E2E_HOME=$(getent passwd "$E2E_USER" | cut -d: -f6)
-    local f
-    for f in /etc/subuid /etc/subgid; do
-        touch "$f"
-        if ! grep -q "^$E2E_USER:" "$f"; then
-            start=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f")
-            echo "$E2E_USER:$start:65536" >>"$f"
-        fi
-    done
-    mkdir -p "/run/user/$E2E_UID"
-    chown "$E2E_UID:$E2E_GID" "/run/user/$E2E_UID"
-    chmod 0700 "/run/user/$E2E_UID"
+    podman_user "$E2E_USER" || { fail "setup rootless" "useradd $E2E_USER failed"; return 1; }
+    XDG=/run/user/$U_UID
+    mkdir -p "$XDG"
+    chown "$U_UID:$U_GID" "$XDG"
+    chmod 0700 "$XDG"
 }
 
 # ---------------------------------------------------------------------------- a mode
@@ -585,13 +470,13 @@ run_mode() {
     if [ "$MODE" = rootless ]; then
         ensure_user || return 0
         mkdir -p "$dir"
-        chown "$E2E_UID:$E2E_GID" "$dir"
+        chown "$U_UID:$U_GID" "$dir"
         RUNOPTS=(--network none)
     else
         RUNOPTS=(--network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
     fi
-    write_configs "$dir"
-    [ "$MODE" = rootless ] && chown "$E2E_UID:$E2E_GID" "$dir"
+    write_store_configs "$dir" "$dir/run" "$PROG"
+    [ "$MODE" = rootless ] && chown "$U_UID:$U_GID" "$dir"
     MODE_ACTIVE=1
     FSTYPE=fuse
     [ "$IMPL" = kernel ] && FSTYPE=overlay

@@ -1,0 +1,197 @@
+# Setup shared by scripts/podman-e2e.sh and scripts/bench-podman.sh, sourced by both
+# (not run on its own): podman's packages, the work dir, the stratafs binary, the
+# rootless user, the storage.conf / containers.conf of a private store, podman run with
+# them, and the busybox base image tree. Only functions; nothing runs when sourced.
+#
+# The sourcing script defines `setup_fail MSG` (reports MSG and exits) and sets REPO
+# (the checkout) before calling these. Globals read: WORK, MODE (root|rootless), CONF,
+# SCONF, GRAPH, PROG_REAL, XDG (rootless XDG_RUNTIME_DIR) and U_NAME/U_HOME (from
+# podman_user). Globals set: see each function.
+
+# log MSG...: progress, to stderr.
+log() { printf '%s\n' "$*" >&2; }
+
+# podman_install [fuse-overlayfs]: apt-get installs what is missing of podman, buildah,
+# uidmap, runc, fuse3, conmon (and /usr/bin/fuse-overlayfs when asked for), then makes
+# sure /dev/fuse exists and is usable by everyone.
+podman_install() {
+    local need=() p
+    export DEBIAN_FRONTEND=noninteractive
+    for p in podman:podman buildah:buildah newuidmap:uidmap runc:runc fusermount3:fuse3 conmon:conmon; do
+        command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
+    done
+    [ "${1:-}" = fuse-overlayfs ] && { [ -x /usr/bin/fuse-overlayfs ] || need+=(fuse-overlayfs); }
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing: ${need[*]}"
+        timeout 300 apt-get update -qq || setup_fail "apt-get update failed"
+        timeout 900 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
+            setup_fail "apt-get install ${need[*]} failed"
+    fi
+    [ -e /dev/fuse ] || { modprobe fuse 2>/dev/null || true; }
+    [ -e /dev/fuse ] || mknod -m 0666 /dev/fuse c 10 229
+    chmod 0666 /dev/fuse
+}
+
+# make_work PREFIX: WORK=a fresh dir $TMPDIR/PREFIX.XXXXXX (default /var/tmp), mode 0755,
+# with bin/ (mount programs), logs/ and ctx/ (the build context).
+make_work() {
+    WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/$1.XXXXXX")
+    chmod 0755 "$WORK"
+    mkdir -p "$WORK/bin" "$WORK/logs" "$WORK/ctx"
+}
+
+# install_stratafs: copies $STRATAFS_BIN, or else the binary of a `cargo build --release`
+# of $REPO (CARGO_TARGET_DIR honoured), to $WORK/bin/stratafs, where the unprivileged
+# user can execute it. SRC_BIN=the path it was copied from.
+install_stratafs() {
+    if [ -n "${STRATAFS_BIN:-}" ]; then
+        SRC_BIN=$STRATAFS_BIN
+    else
+        (cd "$REPO" && timeout 1800 cargo build --release >"$WORK/logs/cargo.log" 2>&1) ||
+            setup_fail "cargo build --release failed: $(tail -n 5 "$WORK/logs/cargo.log" | tr '\n' ' ')"
+        SRC_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/stratafs
+    fi
+    [ -x "$SRC_BIN" ] || setup_fail "no stratafs binary at $SRC_BIN"
+    install -m 0755 "$SRC_BIN" "$WORK/bin/stratafs"
+}
+
+# podman_user NAME: the unprivileged user NAME, created (useradd, home, own group) if
+# missing, with /etc/subuid and /etc/subgid ranges (65536 ids above every range there,
+# at least from 100000) if it has none. Sets U_NAME, U_UID, U_GID, U_HOME. Returns 1
+# when useradd fails.
+podman_user() {
+    local start f
+    if ! id -u "$1" >/dev/null 2>&1; then
+        useradd --create-home --user-group --shell /bin/sh "$1" || return 1
+    fi
+    U_NAME=$1
+    U_UID=$(id -u "$1")
+    U_GID=$(id -g "$1")
+    U_HOME=$(getent passwd "$1" | cut -d: -f6)
+    for f in /etc/subuid /etc/subgid; do
+        touch "$f"
+        if ! grep -q "^$1:" "$f"; then
+            start=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print (m > 100000 ? m : 100000) }' "$f")
+            echo "$1:$start:65536" >>"$f"
+        fi
+    done
+}
+
+# write_store_configs DIR RUNROOT [MOUNT_PROGRAM]: a private store in DIR. Writes
+# CONF=DIR/containers.conf (netns none, runc, cgroupfs, events in DIR/events.log,
+# tmp_dir DIR/t, network dir DIR/net) and SCONF=DIR/storage.conf (driver overlay,
+# graphroot and rootless_storage_path GRAPH=DIR/graph, RUNROOT, and the mount_program
+# if one is given), both 0644.
+write_store_configs() {
+    local dir=$1 runroot=$2 prog=${3:-}
+    mkdir -p "$dir"
+    CONF=$dir/containers.conf
+    SCONF=$dir/storage.conf
+    GRAPH=$dir/graph
+    cat >"$SCONF" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$GRAPH"
+runroot = "$runroot"
+# rootless podman ignores graphroot here and takes this one:
+rootless_storage_path = "$GRAPH"
+EOF
+    [ -z "$prog" ] || printf '\n[storage.options.overlay]\nmount_program = "%s"\n' "$prog" >>"$SCONF"
+    cat >"$CONF" <<EOF
+[containers]
+netns = "none"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$dir/events.log"
+tmp_dir = "$dir/t"
+
+[network]
+network_config_dir = "$dir/net"
+EOF
+    chmod 0644 "$CONF" "$SCONF"
+}
+
+# pm TIMEOUT ARGS...: podman ARGS with the store's $CONF and $SCONF, in $WORK, bounded by
+# TIMEOUT seconds; as root, or with MODE=rootless as $U_NAME (runuser, a clean
+# environment, XDG_RUNTIME_DIR=$XDG).
+pm() {
+    local t=$1
+    shift
+    if [ "$MODE" = rootless ]; then
+        (cd "$WORK" && timeout -k 10 "$t" runuser -u "$U_NAME" -- env -i \
+            HOME="$U_HOME" USER="$U_NAME" LOGNAME="$U_NAME" SHELL=/bin/sh \
+            PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
+            XDG_RUNTIME_DIR="$XDG" TMPDIR=/var/tmp \
+            CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" podman "$@")
+    else
+        (cd "$WORK" && CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" \
+            timeout -k 10 "$t" podman "$@")
+    fi
+}
+
+# store_daemons: the daemons of the mount program ($PROG_REAL) that serve the store's
+# graph ($GRAPH), "PID CMDLINE" lines; nothing when either is unset.
+store_daemons() {
+    local d pid exe cmd
+    [ -n "${PROG_REAL:-}" ] && [ -n "${GRAPH:-}" ] || return 0
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        exe=$(readlink "$d/exe" 2>/dev/null) || continue
+        [ "$exe" = "$PROG_REAL" ] || continue
+        cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+        case $cmd in *"$GRAPH"*) echo "$pid $cmd" ;; esac
+    done
+}
+
+# remove_tree DIR: lazily unmounts whatever is still mounted below DIR (deepest first),
+# then removes DIR. Never fails.
+remove_tree() {
+    local mp
+    for mp in $(awk -v w="$1/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+        umount -l "$mp" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$1" 2>/dev/null || rm -rf "$1" || true
+}
+
+# base_tree_start [DIR...]: R=$WORK/base, the start of a base image tree from Debian's
+# busybox-static (`apt-get download`, not installed): /bin/busybox with its applet
+# symlinks, a minimal /etc (passwd and group with root, app 1000 and nobody; empty hosts
+# and resolv.conf; hostname "base"), the usual top dirs and DIRs (relative to R).
+base_tree_start() {
+    local a
+    (cd "$WORK/logs" && timeout 300 apt-get download busybox-static >/dev/null 2>&1) ||
+        setup_fail "apt-get download busybox-static failed"
+    mkdir -p "$WORK/bb"
+    dpkg-deb -x "$WORK"/logs/busybox-static_*.deb "$WORK/bb"
+    R=$WORK/base
+    mkdir -p "$R"/{bin,etc,dev,proc,sys,run,root,tmp} "${@/#/$R/}"
+    install -m 0755 "$WORK/bb/bin/busybox" "$R/bin/busybox"
+    for a in $("$R/bin/busybox" --list); do
+        [ "$a" = busybox ] || ln -s busybox "$R/bin/$a"
+    done
+    printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'app:x:1000:1000:app:/tmp:/bin/sh' \
+        'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$R/etc/passwd"
+    printf '%s\n' 'root:x:0:' 'app:x:1000:' 'nogroup:x:65534:' >"$R/etc/group"
+    : >"$R/etc/hosts"
+    : >"$R/etc/resolv.conf"
+    echo base >"$R/etc/hostname"
+}
+
+# base_tree_modes: the modes of the tree $R: directories 0755, files 0644 (busybox keeps
+# 0755), /tmp 1777, /root 0700.
+base_tree_modes() {
+    find "$R" -type d -exec chmod 0755 {} +
+    find "$R" -type f ! -name busybox -exec chmod 0644 {} +
+    chmod 1777 "$R/tmp"
+    chmod 0700 "$R/root"
+}
+
+# base_tree_tar: $WORK/base.tar (numeric owners, mode 0644) of the tree $R, for
+# `podman import`.
+base_tree_tar() {
+    tar --numeric-owner -C "$R" -cf "$WORK/base.tar" .
+    chmod 0644 "$WORK/base.tar"
+}
