@@ -6,18 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
 
 use crate::copy_up::copy_up_with;
 use crate::inode::Node;
 use crate::overlay::Overlay;
 use crate::readdir::Entry;
 use crate::sys;
-
-/// An open directory: its merged listing, built on the first read.
-pub struct DirHandle {
-    pub entries: Mutex<Option<Arc<Vec<Entry>>>>,
-}
 
 /// An open file: its node, its real fd, and the passthrough backing it keeps
 /// registered while open (none when the daemon serves its I/O).
@@ -27,11 +21,17 @@ pub struct OpenFile {
     pub backing: Option<Arc<fuser::BackingId>>,
 }
 
+/// Listings kept at most for readers that stopped halfway.
+const MAX_LISTINGS: usize = 4096;
+
 /// File and directory handles handed to the kernel.
 pub struct Handles {
     next: AtomicU64,
     files: DashMap<u64, OpenFile>,
-    dirs: DashMap<u64, Arc<DirHandle>>,
+    /// Directory listings being read, by (directory inode, reading process): made at
+    /// offset 0, read on from at later offsets (positions in it), dropped at the end
+    /// or when the kernel forgets the directory.
+    listings: DashMap<(u64, u32), Arc<Vec<Entry>>>,
 }
 
 impl Handles {
@@ -39,7 +39,7 @@ impl Handles {
         Handles {
             next: AtomicU64::new(1),
             files: DashMap::new(),
-            dirs: DashMap::new(),
+            listings: DashMap::new(),
         }
     }
 
@@ -74,23 +74,39 @@ impl Handles {
         self.files.remove(&fh).map(|(_, f)| f)
     }
 
-    pub fn add_dir(&self) -> u64 {
-        let fh = self.alloc();
-        self.dirs.insert(
-            fh,
-            Arc::new(DirHandle {
-                entries: Mutex::new(None),
-            }),
-        );
-        fh
+    /// The listing of directory `ino` that process `pid` reads at `offset`: made anew
+    /// by `make` at offset 0 or when none is kept.
+    pub fn listing(
+        &self,
+        ino: u64,
+        pid: u32,
+        offset: u64,
+        make: impl FnOnce() -> io::Result<Vec<Entry>>,
+    ) -> io::Result<Arc<Vec<Entry>>> {
+        if offset != 0 {
+            if let Some(l) = self.listings.get(&(ino, pid)) {
+                return Ok(l.clone());
+            }
+        }
+        let l = Arc::new(make()?);
+        if self.listings.len() >= MAX_LISTINGS {
+            // Readers that stopped halfway: forget them all (one that goes on lists anew).
+            self.listings.clear();
+        }
+        self.listings.insert((ino, pid), l.clone());
+        Ok(l)
     }
 
-    pub fn dir(&self, fh: u64) -> Option<Arc<DirHandle>> {
-        self.dirs.get(&fh).map(|d| d.clone())
+    /// Process `pid` read the listing of `ino` to its end.
+    pub fn listing_done(&self, ino: u64, pid: u32) {
+        self.listings.remove(&(ino, pid));
     }
 
-    pub fn close_dir(&self, fh: u64) {
-        self.dirs.remove(&fh);
+    /// The kernel forgot directory `ino`: no reader is left.
+    pub fn drop_listings(&self, ino: u64) {
+        if !self.listings.is_empty() {
+            self.listings.retain(|(i, _), _| *i != ino);
+        }
     }
 }
 

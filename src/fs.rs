@@ -80,6 +80,11 @@ impl Filesystem for StrataFs {
         if self.means.parallel_dirops {
             let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         }
+        // Directories open with no message (OPENDIR answers ENOSYS once); the kernel
+        // then keeps their listings cached, as CACHE_DIR does.
+        if self.means.cache_dir {
+            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        }
         if self.means.symlink_cache {
             let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
         }
@@ -146,6 +151,9 @@ impl Filesystem for StrataFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.ov.table.forget(ino.0, nlookup);
+        if self.ov.table.get(ino.0).is_none() {
+            self.ov.handles.drop_listings(ino.0);
+        }
         self.ov.table.maybe_release_memory();
     }
 
@@ -249,13 +257,14 @@ impl Filesystem for StrataFs {
         match self.node(ino) {
             // The kernel may keep listings in its cache: a directory changes only
             // through this mount, which invalidates them.
+            // No per-open state (listings are kept per directory): the kernel may
+            // stop asking (ENOSYS with FUSE_NO_OPENDIR_SUPPORT) and keep listings in
+            // its cache, as it then does by default.
+            Ok(n) if n.kind == FileType::Directory && self.means.cache_dir => {
+                reply.error(Errno::ENOSYS)
+            }
             Ok(n) if n.kind == FileType::Directory => {
-                let flags = if self.means.cache_dir {
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(self.ov.handles.add_dir()), flags)
+                reply.opened(FileHandle(0), FopenFlags::empty())
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(e),
@@ -264,23 +273,19 @@ impl Filesystem for StrataFs {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.dir_entries(ino, fh, offset) {
+        let entries = match self.dir_entries(req, ino, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(
-                INodeNo(e.ino),
-                i as u64 + 1,
-                e.kind,
-                OsStr::from_bytes(&e.name),
-            ) {
+            let name = OsStr::from_bytes(&e.name);
+            if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, name) {
                 break;
             }
         }
@@ -289,14 +294,14 @@ impl Filesystem for StrataFs {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let (entries, dir) = match self
-            .dir_entries(ino, fh, offset)
+            .dir_entries(req, ino, offset)
             .and_then(|e| Ok((e, self.node(ino)?)))
         {
             Ok(v) => v,
@@ -304,20 +309,14 @@ impl Filesystem for StrataFs {
         };
         let ttl = self.ov.settings.ttl;
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = i as u64 + 1;
             let name = OsStr::from_bytes(&e.name);
             if e.name == b"." || e.name == b".." {
                 // The kernel takes no reference and no attributes for these.
                 let mut attr = negative_attr();
                 attr.ino = INodeNo(e.ino);
                 attr.kind = FileType::Directory;
-                if reply.add(
-                    INodeNo(e.ino),
-                    i as u64 + 1,
-                    name,
-                    &ttl,
-                    &attr,
-                    Generation(0),
-                ) {
+                if reply.add(INodeNo(e.ino), off, name, &ttl, &attr, Generation(0)) {
                     break;
                 }
                 continue;
@@ -334,7 +333,7 @@ impl Filesystem for StrataFs {
                 .table
                 .lookup_ref(found.ino, found.kind, &dir, &cname, found.refs);
             let attr = self.shown(node.attr(&found.stat));
-            if reply.add(attr.ino, i as u64 + 1, name, &ttl, &attr, Generation(0)) {
+            if reply.add(attr.ino, off, name, &ttl, &attr, Generation(0)) {
                 self.ov.table.forget(node.ino, 1); // did not fit: not handed out
                 break;
             }
@@ -346,11 +345,10 @@ impl Filesystem for StrataFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.ov.handles.close_dir(fh.0);
         reply.ok();
     }
 
@@ -676,19 +674,27 @@ impl StrataFs {
 
     /// The merged listing of an open directory: a snapshot taken on the first read and
     /// again on a read from offset 0 (opendir, rewinddir).
+    /// The listing of directory `ino` that the caller reads at `offset` (a position
+    /// in it; see `Handles::listing`); a reader at its end lets it go.
     fn dir_entries(
         &self,
+        req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
         offset: u64,
     ) -> Result<Arc<Vec<readdir::Entry>>, Errno> {
-        let dh = self.ov.handles.dir(fh.0).ok_or(Errno::EBADF)?;
-        let mut cached = dh.entries.lock();
-        if offset == 0 || cached.is_none() {
-            let n = self.node(ino)?;
-            *cached = Some(Arc::new(readdir::list(&self.ov, &n).map_err(errno)?));
+        let n = self.node(ino)?;
+        if n.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
         }
-        Ok(cached.clone().unwrap_or_default())
+        let handles = &self.ov.handles;
+        let pid = req.pid();
+        let l = handles
+            .listing(ino.0, pid, offset, || readdir::list(&self.ov, &n))
+            .map_err(errno)?;
+        if offset >= l.len() as u64 {
+            handles.listing_done(ino.0, pid);
+        }
+        Ok(l)
     }
 
     /// Runs `f` on the open file behind handle `fh` (EBADF for an unknown handle).
