@@ -84,7 +84,10 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
         return Err(e);
     }
     // Copied-up entries make their directory "impure" (they carry origins).
-    let _ = work.set_xattr(upper_parent.as_fd(), c"", "impure", b"y");
+    // (Set once: a read is cheaper than a journaled write every copy-up.)
+    if !work.has_xattr(upper_parent.as_fd(), c"", "impure") {
+        let _ = work.set_xattr(upper_parent.as_fd(), c"", "impure", b"y");
+    }
     if let Err(e) = sys::renameat2(
         work.fd.as_fd(),
         &tmp,
