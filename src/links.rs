@@ -88,7 +88,7 @@ fn scan(root: std::os::fd::BorrowedFd) -> io::Result<LinkMap> {
                     p.push(name);
                     todo.push((sub, p));
                 }
-            } else if st.st_nlink > 1 {
+            } else if st.st_nlink > 1 && !crate::whiteout::is_whiteout_dev(&st) {
                 let mut p = path.clone();
                 p.push(name);
                 map.entry(st.st_ino).or_default().push(p);

@@ -116,7 +116,7 @@ use std::os::fd::AsFd;
 /// Makes a whiteout for `name` in the upper directory `dir`, where nothing is yet.
 pub fn create(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
     match work.whiteout {
-        WhiteoutFormat::CharDev => sys::mknodat(dir, name, libc::S_IFCHR, 0),
+        WhiteoutFormat::CharDev => work.link_whiteout(dir, name),
         WhiteoutFormat::Aufs => {
             let wh = aufs_whiteout_name(name.to_bytes())?;
             sys::openat(dir, &wh, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0).map(drop)
@@ -127,7 +127,7 @@ pub fn create(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 /// Builds a whiteout in the work dir (char format only); returns its temp name.
 pub fn create_in_work(work: &Work) -> io::Result<std::ffi::CString> {
     let tmp = work.tmp_name();
-    sys::mknodat(work.fd.as_fd(), &tmp, libc::S_IFCHR, 0)?;
+    work.link_whiteout(work.fd.as_fd(), &tmp)?;
     Ok(tmp)
 }
 

@@ -1,8 +1,9 @@
-//! The upper layer's work directory (`WORKDIR/work`): every new upper object (copy-up,
-//! create, whiteout over a directory) is built here and renamed into place, so a crash
-//! never leaves a half-made object visible. Also decides, once per mount, which
-//! formats the upper filesystem allows: char 0/0 whiteouts or `.wh.` files, and
-//! `trusted.` or `user.` overlay xattrs.
+//! The upper layer's work directory (`WORKDIR/work`): copy-ups, objects that replace a
+//! whiteout and whiteouts that replace an object are built here and renamed into
+//! place, so a crash never leaves a half-made object visible. It also holds the shared
+//! whiteout that new whiteouts are hard links to (as kernel overlayfs does). Also
+//! decides, once per mount, which formats the upper filesystem allows: char 0/0
+//! whiteouts or `.wh.` files, and `trusted.` or `user.` overlay xattrs.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -11,7 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use log::info;
+use log::{debug, info};
+use parking_lot::Mutex;
 
 use crate::sys::{self, At};
 
@@ -40,6 +42,9 @@ pub struct Work {
     pub whiteout: WhiteoutFormat,
     pub ns: XattrNs,
     next: AtomicU64,
+    /// The char 0/0 whiteout in the work dir that new whiteouts are hard links to, as
+    /// kernel overlayfs shares one: a link allocates no inode.
+    shared_whiteout: Mutex<Option<CString>>,
 }
 
 impl Work {
@@ -85,7 +90,49 @@ impl Work {
             whiteout,
             ns,
             next: AtomicU64::new(1),
+            shared_whiteout: Mutex::new(None),
         })
+    }
+
+    /// Makes a char 0/0 whiteout at (`dir`, `name`): a hard link to the shared one,
+    /// which is made anew when missing or full (EMLINK); a whiteout of its own where
+    /// links are refused.
+    pub fn link_whiteout(&self, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+        for _ in 0..2 {
+            let shared = self.shared_whiteout()?;
+            match sys::linkat(self.fd.as_fd(), &shared, dir, name) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMLINK | libc::ENOENT)) => {
+                    self.retire_shared_whiteout(&shared)
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(e),
+                Err(e) => {
+                    debug!("shared whiteout not linked: {e}");
+                    break;
+                }
+            }
+        }
+        sys::mknodat(dir, name, libc::S_IFCHR, 0)
+    }
+
+    fn shared_whiteout(&self) -> io::Result<CString> {
+        let mut cur = self.shared_whiteout.lock();
+        if let Some(n) = cur.as_ref() {
+            return Ok(n.clone());
+        }
+        let n = self.tmp_name();
+        sys::mknodat(self.fd.as_fd(), &n, libc::S_IFCHR, 0)?;
+        *cur = Some(n.clone());
+        Ok(n)
+    }
+
+    /// The shared whiteout `n` is full or gone: the next whiteout makes a new one.
+    fn retire_shared_whiteout(&self, n: &CString) {
+        let mut cur = self.shared_whiteout.lock();
+        if cur.as_ref() == Some(n) {
+            let _ = sys::unlinkat(self.fd.as_fd(), n, false);
+            *cur = None;
+        }
     }
 
     /// A fresh name for a temporary object in the work directory.

@@ -410,3 +410,37 @@ fn opaque_marker_when_no_xattrs_allowed() {
     drop(m);
     assert_eq!(names(&l.join("D")), vec!["a", "b"]);
 }
+
+#[test]
+fn whiteouts_are_links_to_one_shared_whiteout_that_the_kernel_reads() {
+    assert_root();
+    let t = TempDir::new("sharedwh");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    for n in ["a", "b", "c"] {
+        write(&l.join(n), n);
+    }
+    fs::create_dir(l.join("d")).unwrap();
+    write(&l.join("keep"), "k");
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    {
+        let m = Mount::new(&opts, &t.dir("m"));
+        fs::remove_file(m.p("a")).unwrap();
+        fs::remove_file(m.p("b")).unwrap();
+        fs::remove_dir(m.p("d")).unwrap();
+        // An upper object replaced by a whiteout goes the same way.
+        fs::write(m.p("c"), "changed").unwrap();
+        fs::remove_file(m.p("c")).unwrap();
+        assert_eq!(names(&m.mnt), ["keep"]);
+    }
+    let ino = |n: &str| fs::symlink_metadata(u.join(n)).unwrap().ino();
+    for n in ["a", "b", "c", "d"] {
+        assert!(is_whiteout_dev(&u.join(n)), "{n} is no whiteout");
+    }
+    assert!(
+        ino("a") == ino("b") && ino("b") == ino("c") && ino("c") == ino("d"),
+        "whiteouts are not one shared inode"
+    );
+    let k_dir = t.dir("k");
+    let _k = OtherMount::kernel_overlay(&[&l], &u, &w, "", &k_dir);
+    assert_eq!(names(&k_dir), ["keep"]);
+}
