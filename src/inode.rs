@@ -53,6 +53,10 @@ pub struct Stack {
     fds: Vec<OnceLock<Arc<OwnedFd>>>,
     /// How many of `fds` count against the fd budget.
     budgeted: AtomicU32,
+    /// Layer positions (bits) whose directory a listing found free of `.wh.` names:
+    /// lookups there need not look for an AUFS whiteout. Lower layers only, which
+    /// never change.
+    aufs_free: AtomicU32,
 }
 
 /// Directory fds cached by all nodes together, and how many may be.
@@ -76,6 +80,19 @@ impl Stack {
             refs: refs.into_iter().collect(),
             fds,
             budgeted: AtomicU32::new(0),
+            aufs_free: AtomicU32::new(0),
+        }
+    }
+
+    /// Did a listing find layer position `pos` free of `.wh.` names?
+    pub fn known_aufs_free(&self, pos: usize) -> bool {
+        pos < 32 && self.aufs_free.load(Ordering::Relaxed) & (1 << pos) != 0
+    }
+
+    /// A listing found layer position `pos` (a lower layer) free of `.wh.` names.
+    pub fn note_aufs_free(&self, pos: usize) {
+        if pos < 32 {
+            self.aufs_free.fetch_or(1 << pos, Ordering::Relaxed);
         }
     }
 

@@ -60,7 +60,10 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
             Ok(st) => st,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
                 // An AUFS whiteout in this layer hides the name in every layer below.
-                if pos < last && sys::statat(dir.as_fd(), &wh_name).is_ok() {
+                if pos < last
+                    && !pstack.known_aufs_free(pos)
+                    && sys::statat(dir.as_fd(), &wh_name).is_ok()
+                {
                     break;
                 }
                 continue;

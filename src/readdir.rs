@@ -66,7 +66,7 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
     let stack = node.stack();
     // Names already shown, or whited out by a layer above.
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    for lref in &stack.refs {
+    for (pos, lref) in stack.refs.iter().enumerate() {
         let layer = ov.layer(lref.layer);
         let dir = match node.dir_fd(ov, lref.layer) {
             Ok(fd) => fd,
@@ -78,8 +78,10 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
         // before copy-up.
         let impure = layer.is_upper && is_impure(dir.as_fd());
         let mut whited_out: Vec<Vec<u8>> = Vec::new();
+        let mut aufs_names = false;
         for e in sys::read_dir_all(rd.as_fd())? {
             if whiteout::is_aufs_name(&e.name) {
+                aufs_names = true;
                 if e.name.as_slice() != whiteout::OPAQUE_MARKER.to_bytes() {
                     whited_out.push(e.name[whiteout::WH_PREFIX.len()..].to_vec());
                 }
@@ -127,6 +129,9 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
             });
         }
         seen.extend(whited_out);
+        if !aufs_names && !layer.is_upper {
+            stack.note_aufs_free(pos);
+        }
     }
     Ok(out)
 }
