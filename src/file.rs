@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 
 use crate::copy_up::copy_up_with;
-use crate::inode::Node;
+use crate::inode::{Node, OpenState};
 use crate::overlay::Overlay;
 use crate::readdir::Entry;
 use crate::sys;
@@ -32,6 +33,9 @@ pub struct Handles {
     /// offset 0, read on from at later offsets (positions in it), dropped at the end
     /// or when the kernel forgets the directory.
     listings: DashMap<(u64, u32), Arc<Vec<Entry>>>,
+    /// How the open files of each node do their I/O, while any is open (kept here,
+    /// not in every node).
+    io: DashMap<u64, Arc<Mutex<OpenState>>>,
 }
 
 impl Handles {
@@ -40,6 +44,7 @@ impl Handles {
             next: AtomicU64::new(1),
             files: DashMap::new(),
             listings: DashMap::new(),
+            io: DashMap::new(),
         }
     }
 
@@ -100,6 +105,22 @@ impl Handles {
     /// Process `pid` read the listing of `ino` to its end.
     pub fn listing_done(&self, ino: u64, pid: u32) {
         self.listings.remove(&(ino, pid));
+    }
+
+    /// The I/O state of node `ino`'s open files.
+    pub fn io(&self, ino: u64) -> Arc<Mutex<OpenState>> {
+        self.io.entry(ino).or_default().clone()
+    }
+
+    /// Forgets the I/O state of `ino` once no open file of it is left (nobody else
+    /// holds the state, no daemon-served open, no live backing).
+    pub fn io_idle(&self, ino: u64) {
+        self.io.remove_if(&ino, |_, st| {
+            Arc::strong_count(st) == 1 && {
+                let s = st.lock();
+                s.cached == 0 && s.backing.strong_count() == 0
+            }
+        });
     }
 
     /// The kernel forgot directory `ino`: no reader is left.

@@ -229,13 +229,15 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         if let Some(f) = self.ov.handles.close_file(fh.0) {
+            let ino = f.ino;
             if f.backing.is_none() {
-                if let Some(n) = self.ov.table.get(f.ino) {
-                    let mut io = n.io.lock();
-                    io.cached = io.cached.saturating_sub(1);
-                }
+                let io = self.ov.handles.io(ino);
+                let mut io = io.lock();
+                io.cached = io.cached.saturating_sub(1);
             }
             // A passthrough backing goes away with its last handle (dropped here).
+            drop(f);
+            self.ov.handles.io_idle(ino);
         }
         reply.ok();
     }
@@ -768,7 +770,8 @@ impl StrataFs {
         open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
     ) -> Option<Arc<fuser::BackingId>> {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut io = n.io.lock();
+        let io = self.ov.handles.io(n.ino);
+        let mut io = io.lock();
         if self.ov.passthrough.load(Relaxed)
             && io.cached == 0
             && self.ov.layer(n.stack().top()).is_upper

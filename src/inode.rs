@@ -158,8 +158,6 @@ pub struct Node {
     stack: RwLock<Arc<Stack>>,
     /// Held while this node is copied up, so concurrent writers copy it once.
     pub copy_lock: Mutex<()>,
-    /// How the node's open files do their I/O (see `file::Handles`).
-    pub io: Mutex<OpenState>,
 }
 
 /// The kernel allows one way of I/O per FUSE inode at a time: all its open files go
@@ -190,7 +188,6 @@ impl Node {
             }]),
             stack: RwLock::new(Arc::new(Stack::new(refs, kind == FileType::Directory))),
             copy_lock: Mutex::new(()),
-            io: Mutex::new(OpenState::default()),
         }
     }
 
@@ -209,7 +206,6 @@ impl Node {
             }]),
             stack: RwLock::new(Arc::new(stack)),
             copy_lock: Mutex::new(()),
-            io: Mutex::new(OpenState::default()),
         }
     }
 
