@@ -146,43 +146,15 @@ pub fn create(
     let tmp = work.tmp_name();
     let mut file = None;
     let built: io::Result<()> = (|| {
+        file = make_object(ov, w, &tmp, &what, final_mode & 0o7777)?;
         let (mode, is_dir) = match &what {
-            New::File { .. } => {
-                file = Some(sys::openat(
-                    w,
-                    &tmp,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                    final_mode & 0o7777,
-                )?);
-                (final_mode, false)
+            New::Link { .. } => return Ok(()),
+            New::Symlink { .. } => return sys::chownat(w, &tmp, caller.uid, gid),
+            New::Dir { .. } if pst.st_mode & libc::S_ISGID != 0 => {
+                (final_mode | libc::S_ISGID, true)
             }
-            New::Dir { .. } => {
-                sys::mkdirat(w, &tmp, final_mode & 0o7777)?;
-                let sgid = if pst.st_mode & libc::S_ISGID != 0 {
-                    libc::S_ISGID
-                } else {
-                    0
-                };
-                (final_mode | sgid, true)
-            }
-            New::Special { mode, rdev } => {
-                sys::mknodat(
-                    w,
-                    &tmp,
-                    (*mode & libc::S_IFMT) | (final_mode & 0o7777),
-                    *rdev,
-                )?;
-                (final_mode, false)
-            }
-            New::Symlink { target } => {
-                sys::symlinkat(target, w, &tmp)?;
-                sys::chownat(w, &tmp, caller.uid, gid)?;
-                return Ok(());
-            }
-            New::Link { node } => {
-                let (sdir, sname) = node.real(ov)?;
-                return sys::linkat(sdir.as_fd(), &sname, w, &tmp);
-            }
+            New::Dir { .. } => (final_mode, true),
+            _ => (final_mode, false),
         };
         let kept_in_xattr = ov.layer(0).stat_override;
         match kept_in_xattr {
@@ -257,24 +229,9 @@ fn create_in_place(
     gid: u32,
 ) -> io::Result<Option<OwnedFd>> {
     let perm = mode & 0o7777;
-    let mut file = None;
-    match what {
-        New::File { .. } => {
-            file = Some(sys::openat(
-                up,
-                name,
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-                perm,
-            )?)
-        }
-        New::Dir { .. } => sys::mkdirat(up, name, perm)?,
-        New::Special { mode, rdev } => sys::mknodat(up, name, (mode & libc::S_IFMT) | perm, *rdev)?,
-        New::Symlink { target } => sys::symlinkat(target, up, name)?,
-        New::Link { node } => {
-            let (sdir, sname) = node.real(ov)?;
-            sys::linkat(sdir.as_fd(), &sname, up, name)?;
-            return Ok(None);
-        }
+    let file = make_object(ov, up, name, what, perm)?;
+    if let New::Link { .. } = what {
+        return Ok(None);
     }
     let set_owner_mode = || -> io::Result<()> {
         let made = sys::statat(up, name)?;
@@ -286,14 +243,10 @@ fn create_in_place(
             return Ok(());
         }
         // A directory in a set-group-id directory keeps the bit it inherited.
-        let want = perm
-            | (made.st_mode
-                & libc::S_ISGID
-                & if matches!(what, New::Dir { .. }) {
-                    !0
-                } else {
-                    0
-                });
+        let want = match what {
+            New::Dir { .. } => perm | (made.st_mode & libc::S_ISGID),
+            _ => perm,
+        };
         // chown may clear set-id bits; mkdir and mknod may drop some: set the mode last.
         if made.st_mode & 0o7777 != want || (chowned && want & 0o6000 != 0) {
             sys::chmodat(up, name, want)?;
@@ -305,6 +258,33 @@ fn create_in_place(
         return Err(e);
     }
     Ok(file)
+}
+
+/// Makes the object `what` at (`dir`, `name`) with permission bits `perm`; returns
+/// the fd of a new regular file, open read-write.
+fn make_object(
+    ov: &Overlay,
+    dir: BorrowedFd,
+    name: &CString,
+    what: &New,
+    perm: u32,
+) -> io::Result<Option<OwnedFd>> {
+    match what {
+        New::File { .. } => {
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
+            return sys::openat(dir, name, flags, perm).map(Some);
+        }
+        New::Dir { .. } => sys::mkdirat(dir, name, perm)?,
+        New::Special { mode, rdev } => {
+            sys::mknodat(dir, name, (mode & libc::S_IFMT) | perm, *rdev)?
+        }
+        New::Symlink { target } => sys::symlinkat(target, dir, name)?,
+        New::Link { node } => {
+            let (sdir, sname) = node.real(ov)?;
+            sys::linkat(sdir.as_fd(), &sname, dir, name)?
+        }
+    }
+    Ok(None)
 }
 
 /// Renames the finished object `tmp` from the work dir to (`dir`, `name`), replacing

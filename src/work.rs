@@ -151,13 +151,13 @@ impl Work {
         CString::new(format!("{prefix}{what}")).ok()
     }
 
-    /// Sets overlay xattr `what` on (`dir`, `name`).
     /// Does (`dir`, `name`) carry overlay xattr `what` already?
     pub fn has_xattr(&self, dir: BorrowedFd, name: &CStr, what: &str) -> bool {
         self.xattr(what)
             .is_some_and(|attr| sys::getxattr(At { dir, name }, &attr).is_ok())
     }
 
+    /// Sets overlay xattr `what` on (`dir`, `name`).
     pub fn set_xattr(
         &self,
         dir: BorrowedFd,
