@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -22,6 +22,32 @@ pub struct Changes {
     pub size: Option<u64>,
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
+    /// Clear the set-user-id bit, and the set-group-id bit of a group-executable
+    /// file, as the kernel does on chown, and on write and truncate by a caller
+    /// without CAP_FSETID (the daemon's own calls keep them: it has that capability).
+    pub kill_suidgid: bool,
+}
+
+/// The mode `mode` becomes when its set-id bits are killed, if it changes.
+fn without_suidgid(mode: u32) -> Option<u32> {
+    let mut kill = mode & libc::S_ISUID;
+    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        kill |= libc::S_ISGID;
+    }
+    (kill != 0).then_some(mode & 0o7777 & !kill)
+}
+
+/// Kills the set-id bits of the open upper file `fd` (a write with
+/// FUSE_WRITE_KILL_SUIDGID).
+pub fn kill_suidgid(fd: BorrowedFd) -> io::Result<()> {
+    let st = sys::fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(());
+    }
+    match without_suidgid(st.st_mode) {
+        Some(mode) => sys::fchmod(fd, mode),
+        None => Ok(()),
+    }
 }
 
 fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
@@ -116,6 +142,11 @@ pub fn setattr(
         if let Some(mode) = c.mode {
             if node.kind != FileType::Symlink {
                 sys::chmodat(d, &name, mode & 0o7777)?;
+            }
+        }
+        if c.kill_suidgid && !matches!(node.kind, FileType::Directory | FileType::Symlink) {
+            if let Some(mode) = without_suidgid(sys::statat(d, &name)?.st_mode) {
+                sys::chmodat(d, &name, mode)?;
             }
         }
     }

@@ -88,6 +88,15 @@ impl Filesystem for StrataFs {
         if self.means.symlink_cache {
             let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
         }
+        // Set-id bits are cleared here on write, truncate and chown (KILLPRIV_V2): the
+        // kernel then remembers which files have no `security.capability` (SB_NOSEC)
+        // instead of asking before every write, and sends a chown without first
+        // refreshing the mode. Not when owners and modes live in the override xattr.
+        self.means.killpriv = self.means.killpriv
+            && self.ov.layer(0).stat_override.is_none()
+            && cfg
+                .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                .is_ok();
         // READDIRPLUS looks every listed entry up: it saves a LOOKUP per entry to stat
         // walks but costs a cold find 3-6x (it reads every inode); off unless asked
         // for (docs/performance.md).
@@ -399,7 +408,7 @@ impl Filesystem for StrataFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -415,6 +424,18 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // With KILLPRIV_V2 the kernel leaves clearing set-id bits to us: on chown
+        // always, on truncate by a caller without CAP_FSETID (taken as: not root),
+        // and on the empty setattr it sends when such a caller writes through
+        // passthrough (`file_remove_privs`).
+        let empty = mode.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && uid.is_none()
+            && gid.is_none();
+        let kill_suidgid = self.means.killpriv
+            && (uid.is_some() || gid.is_some() || (req.uid() != 0 && (size.is_some() || empty)));
         let result = self.node(ino).and_then(|n| {
             let fd = fh.and_then(|fh| self.ov.handles.file(fh.0));
             // Owners given through the mount are stored through the id mapping; with
@@ -432,6 +453,7 @@ impl Filesystem for StrataFs {
                 size,
                 atime,
                 mtime,
+                kill_suidgid,
             };
             let st = attr::setattr(&self.ov, &n, fd, changes).map_err(errno)?;
             Ok(self.shown(n.attr(&st)))
@@ -591,12 +613,18 @@ impl Filesystem for StrataFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         _flags: OpenFlags,
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.on_file(fh, |fd| file::write(fd, offset, data)) {
+        let kill = self.means.killpriv && wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.on_file(fh, |fd| {
+            if kill {
+                attr::kill_suidgid(fd.as_fd())?;
+            }
+            file::write(fd, offset, data)
+        }) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }

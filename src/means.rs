@@ -2,7 +2,9 @@
 //! can be turned off for diagnosis with `STRATAFS_DISABLE=name,name,...`:
 //! `passthrough`, `negative` (negative entries), `keep_cache` (file pages kept across
 //! opens), `cache_dir` (listings kept), `parallel_dirops`, `symlink_cache`,
-//! `big_writes` (1 MiB writes; else the kernel's 4 KiB default). READDIRPLUS is the
+//! `big_writes` (1 MiB writes; else the kernel's 4 KiB default), `killpriv` (the
+//! daemon clears set-id bits itself, so the kernel may remember that a file has no
+//! `security.capability` instead of asking before every write). READDIRPLUS is the
 //! other way round: off unless `STRATAFS_READDIRPLUS` is set.
 
 /// Which means are on.
@@ -15,10 +17,11 @@ pub struct Means {
     pub parallel_dirops: bool,
     pub symlink_cache: bool,
     pub big_writes: bool,
+    pub killpriv: bool,
     pub readdirplus: bool,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "passthrough",
     "negative",
     "keep_cache",
@@ -26,6 +29,7 @@ const NAMES: [&str; 7] = [
     "parallel_dirops",
     "symlink_cache",
     "big_writes",
+    "killpriv",
 ];
 
 impl Means {
@@ -50,6 +54,7 @@ impl Means {
             parallel_dirops: true,
             symlink_cache: true,
             big_writes: true,
+            killpriv: true,
             readdirplus: false,
         };
         for name in off.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -61,6 +66,7 @@ impl Means {
                 "parallel_dirops" => m.parallel_dirops = false,
                 "symlink_cache" => m.symlink_cache = false,
                 "big_writes" => m.big_writes = false,
+                "killpriv" => m.killpriv = false,
                 other => log::warn!(
                     "STRATAFS_DISABLE: unknown name {other:?} (known: {})",
                     NAMES.join(", ")
@@ -77,8 +83,8 @@ mod tests {
 
     #[test]
     fn names_turn_means_off() {
-        let m = Means::parse("negative, cache_dir,bogus");
-        assert!(!m.negative && !m.cache_dir);
+        let m = Means::parse("negative, cache_dir,bogus,killpriv");
+        assert!(!m.negative && !m.cache_dir && !m.killpriv);
         assert!(m.passthrough && m.keep_cache && m.parallel_dirops && m.big_writes);
         let all = Means::parse("");
         assert!(all.negative && all.symlink_cache && !all.readdirplus);

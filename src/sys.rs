@@ -236,6 +236,10 @@ pub fn chmodat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
     cvt_unit(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })
 }
 
+pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
+    cvt_unit(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })
+}
+
 /// utimensat with AT_SYMLINK_NOFOLLOW; an empty name addresses `dir` itself.
 pub fn utimensat(dir: BorrowedFd, name: &CStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     let mut flags = libc::AT_SYMLINK_NOFOLLOW;

@@ -64,7 +64,7 @@ fn every_mean_off_behaves_the_same() {
     assert_root();
     exercise(&[(
         "STRATAFS_DISABLE",
-        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes",
+        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv",
     )]);
 }
 
