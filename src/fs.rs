@@ -425,9 +425,10 @@ impl Filesystem for StrataFs {
         reply: ReplyAttr,
     ) {
         // With KILLPRIV_V2 the kernel leaves clearing set-id bits to us: on chown
-        // always, on truncate by a caller without CAP_FSETID (taken as: not root),
-        // and on the empty setattr it sends when such a caller writes through
-        // passthrough (`file_remove_privs`).
+        // always, on truncate by a caller without CAP_FSETID, and on the empty
+        // setattr it sends when such a caller writes through passthrough
+        // (`file_remove_privs`). fuser 0.18 does not pass FATTR_KILL_SUIDGID on, so
+        // "without CAP_FSETID" is taken as "not root" (tests/setid.rs).
         let empty = mode.is_none()
             && size.is_none()
             && atime.is_none()
