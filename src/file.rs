@@ -1,9 +1,10 @@
 //! Open files and directories (the kernel's `file.c`): handle tables, open, read.
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -18,8 +19,52 @@ use crate::sys;
 /// registered while open (none when the daemon serves its I/O).
 pub struct OpenFile {
     pub ino: u64,
-    pub fd: Arc<OwnedFd>,
+    pub fd: Arc<RealFd>,
     pub backing: Option<Arc<fuser::BackingId>>,
+}
+
+/// The real file behind a handle: open, or (a lower file opened for reading) opened
+/// at its first use. Reads of cached pages never reach the daemon, so a warm read
+/// of a lower file then costs the daemon no open(2) and no close(2).
+pub struct RealFd {
+    fd: OnceLock<Arc<OwnedFd>>,
+    /// Where to open it, and with which flags, while not yet open.
+    at: Option<(Arc<OwnedFd>, CString, i32)>,
+}
+
+impl RealFd {
+    pub fn open(fd: Arc<OwnedFd>) -> Arc<Self> {
+        Arc::new(RealFd {
+            fd: OnceLock::from(fd),
+            at: None,
+        })
+    }
+
+    /// `name` in `dir`, opened with `flags` when first used.
+    pub fn later(dir: Arc<OwnedFd>, name: CString, flags: i32) -> Arc<Self> {
+        Arc::new(RealFd {
+            fd: OnceLock::new(),
+            at: Some((dir, name, flags)),
+        })
+    }
+
+    /// The fd, if it is open already.
+    pub fn if_open(&self) -> Option<Arc<OwnedFd>> {
+        self.fd.get().cloned()
+    }
+
+    pub fn get(&self) -> io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = self.fd.get() {
+            return Ok(fd.clone());
+        }
+        let (dir, name, flags) = self
+            .at
+            .as_ref()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        let fd = Arc::new(sys::openat(dir.as_fd(), name, *flags, 0)?);
+        // A thread that raced us may have set it first: use that one.
+        Ok(self.fd.get_or_init(|| fd).clone())
+    }
 }
 
 /// Listings kept at most for readers that stopped halfway.
@@ -55,7 +100,7 @@ impl Handles {
     pub fn add_file(
         &self,
         ino: u64,
-        fd: Arc<OwnedFd>,
+        fd: Arc<RealFd>,
         backing: Option<Arc<fuser::BackingId>>,
     ) -> u64 {
         let fh = self.alloc();
@@ -63,16 +108,25 @@ impl Handles {
         fh
     }
 
+    /// The real fd of handle `fh` (opened now if it was left for later).
+    pub fn file_fd(&self, fh: u64) -> io::Result<Arc<OwnedFd>> {
+        let real = self.files.get(&fh).map(|f| f.fd.clone());
+        real.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?
+            .get()
+    }
+
     pub fn file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
-        self.files.get(&fh).map(|f| f.fd.clone())
+        self.file_fd(fh).ok()
     }
 
     /// Some open fd of node `ino` (for a file that has lost its last name).
     pub fn any_for(&self, ino: u64) -> Option<Arc<OwnedFd>> {
-        self.files
+        let real = self
+            .files
             .iter()
             .find(|e| e.value().ino == ino)
-            .map(|e| e.value().fd.clone())
+            .map(|e| e.value().fd.clone());
+        real?.get().ok()
     }
 
     pub fn close_file(&self, fh: u64) -> Option<OpenFile> {
@@ -143,7 +197,12 @@ pub fn open(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<OwnedFd> {
         copy_up_with(ov, node, flags & libc::O_TRUNC == 0)?;
     }
     let (dir, name) = node.real(ov)?;
-    let keep = flags
+    sys::openat(dir.as_fd(), &name, real_flags(flags), 0)
+}
+
+/// The open flags that matter to the real file.
+fn real_flags(flags: i32) -> i32 {
+    flags
         & (libc::O_ACCMODE
             | libc::O_APPEND
             | libc::O_TRUNC
@@ -151,8 +210,19 @@ pub fn open(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<OwnedFd> {
             | libc::O_DIRECT
             | libc::O_NOATIME
             | libc::O_SYNC
-            | libc::O_DSYNC);
-    sys::openat(dir.as_fd(), &name, keep, 0)
+            | libc::O_DSYNC)
+}
+
+/// Opens `node` for the kernel's OPEN: a lower file opened for reading is opened at
+/// its first READ (never, if the kernel has its pages); anything else now.
+pub fn open_handle(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<Arc<RealFd>> {
+    if !wants_write(flags) && !ov.layer(node.stack().top()).is_upper {
+        let (dir, name) = node.real(ov)?;
+        if !name.is_empty() {
+            return Ok(RealFd::later(dir, name, real_flags(flags)));
+        }
+    }
+    Ok(RealFd::open(Arc::new(open(ov, node, flags)?)))
 }
 
 /// Writes all of `data` at `offset` (appends if the file was opened O_APPEND).

@@ -195,8 +195,8 @@ impl Filesystem for StrataFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let result = self.node(ino).and_then(|n| {
-            let fd = file::open(&self.ov, &n, flags.0).map_err(errno)?;
-            Ok((n, Arc::new(fd)))
+            let fd = file::open_handle(&self.ov, &n, flags.0).map_err(errno)?;
+            Ok((n, fd))
         });
         let (n, fd) = match result {
             Ok(v) => v,
@@ -595,6 +595,7 @@ impl Filesystem for StrataFs {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
+        let fd = file::RealFd::open(fd);
         let backing = self.passthrough(&node, &fd, |fd| reply.open_backing(fd));
         let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone()));
         // (KEEP_CACHE is for daemon-served files: with passthrough the kernel refuses it.)
@@ -734,7 +735,7 @@ impl StrataFs {
         fh: FileHandle,
         f: impl FnOnce(&OwnedFd) -> std::io::Result<T>,
     ) -> Result<T, Errno> {
-        let fd = self.ov.handles.file(fh.0).ok_or(Errno::EBADF)?;
+        let fd = self.ov.handles.file_fd(fh.0).map_err(errno)?;
         f(&fd).map_err(errno)
     }
 
@@ -795,20 +796,23 @@ impl StrataFs {
     fn passthrough(
         &self,
         n: &Node,
-        fd: &OwnedFd,
+        fd: &file::RealFd,
         open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
     ) -> Option<Arc<fuser::BackingId>> {
         use std::sync::atomic::Ordering::Relaxed;
         let io = self.ov.handles.io(n.ino);
         let mut io = io.lock();
-        if self.ov.passthrough.load(Relaxed)
-            && io.cached == 0
-            && self.ov.layer(n.stack().top()).is_upper
-        {
+        // (A handle left to open later is a lower file's: daemon-served.)
+        if let (true, 0, true, Some(real)) = (
+            self.ov.passthrough.load(Relaxed),
+            io.cached,
+            self.ov.layer(n.stack().top()).is_upper,
+            fd.if_open(),
+        ) {
             if let Some(id) = io.backing.upgrade() {
                 return Some(id);
             }
-            match open_backing(fd) {
+            match open_backing(&real) {
                 Ok(id) => {
                     let id = Arc::new(id);
                     io.backing = Arc::downgrade(&id);

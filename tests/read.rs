@@ -367,3 +367,30 @@ fn read_only_without_upper_and_one_lower() {
     assert_eq!(fs::read_to_string(l.join("f")).unwrap(), "data");
     m.unmount();
 }
+
+/// A lower file opened for reading is opened for real at its first read: it still
+/// reads, and stats, after its name is gone, and two handles read side by side.
+#[test]
+fn a_lower_file_open_for_reading_outlives_its_name() {
+    use std::io::{Read, Seek, SeekFrom};
+    assert_root();
+    let t = TempDir::new("lazyopen");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("f"), "lower data\n");
+    let m = Mount::layers(&[&l], Some((&u, &w)), &t.dir("m"));
+    let mut a = fs::File::open(m.p("f")).unwrap();
+    let mut b = fs::File::open(m.p("f")).unwrap();
+    fs::remove_file(m.p("f")).unwrap();
+    assert!(!m.p("f").exists());
+    assert_eq!(a.metadata().expect("fstat after unlink").len(), 11);
+    let mut s = String::new();
+    a.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "lower data\n");
+    b.seek(SeekFrom::Start(6)).unwrap();
+    let mut s = String::new();
+    b.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "data\n");
+    drop((a, b));
+    assert_eq!(fs::read_to_string(l.join("f")).unwrap(), "lower data\n");
+    m.unmount();
+}
