@@ -109,7 +109,10 @@ pub fn create(
     }
     let up = parent.dir_fd(ov, 0)?;
     let char_wh = sys::statat(up.as_fd(), name).is_ok_and(|st| whiteout::is_whiteout_dev(&st));
-    let aufs_wh = !char_wh && whiteout::upper_has(up.as_fd(), name);
+    let pstack = parent.stack();
+    let aufs_wh = !char_wh
+        && !pstack.pos(0).is_some_and(|p| pstack.known_aufs_free(p))
+        && whiteout::upper_has_aufs(up.as_fd(), name);
     let pst = sys::fstat(up.as_fd())?;
     let gid = if pst.st_mode & libc::S_ISGID != 0 {
         pst.st_gid

@@ -54,8 +54,8 @@ pub struct Stack {
     /// How many of `fds` count against the fd budget.
     budgeted: AtomicU32,
     /// Layer positions (bits) whose directory a listing found free of `.wh.` names:
-    /// lookups there need not look for an AUFS whiteout. Lower layers only, which
-    /// never change.
+    /// lookups there need not look for an AUFS whiteout. Lower layers, which never
+    /// change, and the upper while whiteouts are char devices (readdir.rs).
     aufs_free: AtomicU32,
 }
 
@@ -89,7 +89,7 @@ impl Stack {
         pos < 32 && self.aufs_free.load(Ordering::Relaxed) & (1 << pos) != 0
     }
 
-    /// A listing found layer position `pos` (a lower layer) free of `.wh.` names.
+    /// A listing found layer position `pos` free of `.wh.` names.
     pub fn note_aufs_free(&self, pos: usize) {
         if pos < 32 {
             self.aufs_free.fetch_or(1 << pos, Ordering::Relaxed);

@@ -64,6 +64,10 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
         },
     ];
     let stack = node.stack();
+    let chardev_whiteouts = ov
+        .work
+        .as_ref()
+        .is_some_and(|w| w.whiteout == crate::work::WhiteoutFormat::CharDev);
     // Names already shown, or whited out by a layer above.
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     for (pos, lref) in stack.refs.iter().enumerate() {
@@ -129,7 +133,10 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
             });
         }
         seen.extend(whited_out);
-        if !aufs_names && !layer.is_upper {
+        // A lower never changes; an upper directory gets no `.wh.` name from us
+        // while whiteouts are char devices (such names cannot be made through the
+        // mount), so what this listing found stays true for the life of the stack.
+        if !aufs_names && (!layer.is_upper || chardev_whiteouts) {
             stack.note_aufs_free(pos);
         }
     }

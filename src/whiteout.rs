@@ -151,8 +151,10 @@ pub fn set_opaque(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 /// Is there a whiteout for `name` in the upper directory `dir` (either format)?
 pub fn upper_has(dir: BorrowedFd, name: &CStr) -> bool {
-    if sys::statat(dir, name).is_ok_and(|st| is_whiteout_dev(&st)) {
-        return true;
-    }
+    sys::statat(dir, name).is_ok_and(|st| is_whiteout_dev(&st)) || upper_has_aufs(dir, name)
+}
+
+/// Is there an AUFS whiteout `.wh.NAME` for `name` in the upper directory `dir`?
+pub fn upper_has_aufs(dir: BorrowedFd, name: &CStr) -> bool {
     aufs_whiteout_name(name.to_bytes()).is_ok_and(|wh| sys::statat(dir, &wh).is_ok())
 }
