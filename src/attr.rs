@@ -116,10 +116,9 @@ pub fn setattr(
         .layer(0)
         .stat_override
         .filter(|_| matches!(node.kind, FileType::Directory | FileType::RegularFile));
-    if let (Some(x), true) = (
-        kept_in_xattr,
-        c.uid.is_some() || c.gid.is_some() || c.mode.is_some(),
-    ) {
+    let owner_mode_in_xattr =
+        kept_in_xattr.is_some() && (c.uid.is_some() || c.gid.is_some() || c.mode.is_some());
+    if let (Some(x), true) = (kept_in_xattr, owner_mode_in_xattr) {
         // Owner and mode live in the override xattr (xattr_permissions).
         let mut cur = sys::statat(d, &name)?;
         ov.effective(0, at, &mut cur);
@@ -144,16 +143,22 @@ pub fn setattr(
                 sys::chmodat(d, &name, mode & 0o7777)?;
             }
         }
-        if c.kill_suidgid && !matches!(node.kind, FileType::Directory | FileType::Symlink) {
-            if let Some(mode) = without_suidgid(sys::statat(d, &name)?.st_mode) {
-                sys::chmodat(d, &name, mode)?;
-            }
-        }
     }
     if c.atime.is_some() || c.mtime.is_some() {
         sys::utimensat(d, &name, &[timespec(c.atime), timespec(c.mtime)])?;
     }
     let mut st = sys::statat(d, &name)?;
+    // Set-id bits to kill, judged on the stat just taken (a second one only when a
+    // chmod was needed).
+    if c.kill_suidgid
+        && !owner_mode_in_xattr
+        && !matches!(node.kind, FileType::Directory | FileType::Symlink)
+    {
+        if let Some(mode) = without_suidgid(st.st_mode) {
+            sys::chmodat(d, &name, mode)?;
+            st = sys::statat(d, &name)?;
+        }
+    }
     ov.effective(0, at, &mut st);
     Ok(st)
 }

@@ -266,11 +266,10 @@ impl Filesystem for StrataFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
-            // The kernel may keep listings in its cache: a directory changes only
-            // through this mount, which invalidates them.
             // No per-open state (listings are kept per directory): the kernel may
             // stop asking (ENOSYS with FUSE_NO_OPENDIR_SUPPORT) and keep listings in
-            // its cache, as it then does by default.
+            // its cache, as it then does by default; a directory changes only through
+            // this mount, which invalidates them.
             Ok(n) if n.kind == FileType::Directory && self.means.cache_dir => {
                 reply.error(Errno::ENOSYS)
             }
@@ -704,8 +703,6 @@ impl StrataFs {
         a
     }
 
-    /// The merged listing of an open directory: a snapshot taken on the first read and
-    /// again on a read from offset 0 (opendir, rewinddir).
     /// The listing of directory `ino` that the caller reads at `offset` (a position
     /// in it; see `Handles::listing`); a reader at its end lets it go.
     fn dir_entries(
