@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuser::FileType;
@@ -83,10 +84,15 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
         work.remove(&tmp);
         return Err(e);
     }
-    // Copied-up entries make their directory "impure" (they carry origins).
-    // (Set once: a read is cheaper than a journaled write every copy-up.)
-    if !work.has_xattr(upper_parent.as_fd(), c"", "impure") {
-        let _ = work.set_xattr(upper_parent.as_fd(), c"", "impure", b"y");
+    // Copied-up entries make their directory "impure" (they carry origins). Set
+    // once, and remembered in the parent's stack: a read of the mark costs a path
+    // walk through /proc (no xattr call takes an O_PATH directory fd).
+    let pstack = parent.stack();
+    if !pstack.known_impure() {
+        if !work.has_xattr(upper_parent.as_fd(), c"", "impure") {
+            let _ = work.set_xattr(upper_parent.as_fd(), c"", "impure", b"y");
+        }
+        pstack.note_impure();
     }
     if let Err(e) = sys::renameat2(
         work.fd.as_fd(),
@@ -103,7 +109,17 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     if node.kind == FileType::Directory {
         refs.extend(old.refs.iter().cloned());
     }
-    node.set_stack(Stack::new(refs, node.kind == FileType::Directory));
+    let stack = Stack::new(refs, node.kind == FileType::Directory);
+    if node.kind == FileType::Directory {
+        // The layers below keep what was known of them, one position down; the new
+        // upper directory is empty, and stays free of `.wh.` names while whiteouts
+        // are char devices (readdir.rs).
+        stack.note_aufs_free_bits(old.aufs_free_bits() << 1);
+        if work.whiteout == crate::work::WhiteoutFormat::CharDev {
+            stack.note_aufs_free(0);
+        }
+    }
+    node.set_stack(stack);
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
     if node.kind != FileType::Directory && real_st.st_nlink > 1 {
         crate::links::link_up_aliases(ov, node, old.top(), &real_st);
@@ -125,10 +141,15 @@ fn build(
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => sys::mkdirat(w, tmp, 0o700),
         libc::S_IFREG => {
-            let dst = sys::openat(w, tmp, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)?;
+            // Made with its permission bits (the daemon's umask is 0); set-id bits
+            // come last (finish_meta), as a chown would clear them.
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+            let dst = sys::openat(w, tmp, flags, st.st_mode & 0o777)?;
             if with_data && st.st_size > 0 {
                 let srcfd = sys::openat(src_dir, src, libc::O_RDONLY, 0)?;
-                copy_data(&srcfd, &dst, st.st_size as u64)?;
+                // Blocks for every byte: no holes to look for.
+                let dense = (st.st_blocks as u64).saturating_mul(512) >= st.st_size as u64;
+                copy_data(&srcfd, &dst, st.st_size as u64, dense)?;
                 if sync {
                     // On disk before it becomes visible (unless volatile): the data is
                     // written out and waited for, which also allocates its blocks in the
@@ -161,7 +182,14 @@ fn finish_meta(
     ino: u64,
 ) -> io::Result<()> {
     let w = work.fd.as_fd();
-    match sys::chownat(w, tmp, st.st_uid, st.st_gid) {
+    let kind = st.st_mode & libc::S_IFMT;
+    // The copy was made with the daemon's owner: a chown only where that differs.
+    let owned = if (st.st_uid, st.st_gid) == work.creator {
+        Ok(())
+    } else {
+        sys::chownat(w, tmp, st.st_uid, st.st_gid)
+    };
+    match owned {
         // A daemon without the right to give files away (a plain user), or in a user
         // namespace where the owner is not mapped (EINVAL), keeps the copy as its
         // own, as fuse-overlayfs does.
@@ -170,7 +198,10 @@ fn finish_meta(
         }
         r => r?,
     }
-    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+    // A regular file was made with its permission bits: only set-id and sticky bits
+    // are missing.
+    let made_with_mode = kind == libc::S_IFREG && st.st_mode & 0o7000 == 0;
+    if kind != libc::S_IFLNK && !made_with_mode {
         sys::chmodat(w, tmp, st.st_mode & 0o7777)?;
     }
     copy_xattrs(
@@ -213,10 +244,18 @@ pub fn copy_xattrs(src: At, dst: At) {
 }
 
 /// Copies `size` bytes: reflink if the filesystem can, else the data extents only
-/// (holes stay holes), by copy_file_range or, failing that, read/write.
-pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
-    if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
-        return Ok(());
+/// (holes stay holes; `dense`: the source has none), by copy_file_range or, failing
+/// that, read/write.
+pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Result<()> {
+    if !NO_FICLONE.load(Ordering::Relaxed) {
+        match sys::ficlone(dst.as_fd(), src.as_fd()) {
+            Ok(()) => return Ok(()),
+            // The upper's filesystem has no reflinks (the copy is always made there).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => {
+                NO_FICLONE.store(true, Ordering::Relaxed)
+            }
+            Err(_) => {}
+        }
     }
     if size >= BACKGROUND_COPY {
         // A long copy runs at a lower CPU priority, so that the requests of the rest of
@@ -224,19 +263,25 @@ pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
         return std::thread::scope(|s| {
             s.spawn(|| {
                 sys::nice_this_thread(10);
-                copy_extents(src, dst, size)
+                copy_extents(src, dst, size, dense)
             })
             .join()
             .unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::EIO)))
         });
     }
-    copy_extents(src, dst, size)
+    copy_extents(src, dst, size, dense)
 }
+
+/// Set once FICLONE failed for want of support: the work dir never moves.
+static NO_FICLONE: AtomicBool = AtomicBool::new(false);
 
 /// Copies of this size or more run in a low-priority thread.
 const BACKGROUND_COPY: u64 = 4 << 20;
 
-fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
+fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Result<()> {
+    if dense && copy_range(src, dst, 0, size)? == size {
+        return Ok(());
+    }
     let mut off = 0u64;
     while off < size {
         let data = match sys::lseek(src.as_fd(), off as i64, libc::SEEK_DATA) {
@@ -251,10 +296,13 @@ fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
         copy_range(src, dst, data, end.saturating_sub(data))?;
         off = end.max(data + 1);
     }
+    // A hole at the end, or a source that got shorter: the copy gets the full size.
     sys::ftruncate(dst.as_fd(), size)
 }
 
-fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::Result<()> {
+/// Copies `len` bytes at `off` (less if the source ends first); returns how many.
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::Result<u64> {
+    let want_all = len;
     const CHUNK: u64 = 1 << 20;
     let mut use_cfr = true;
     let mut buf = Vec::new();
@@ -288,5 +336,5 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::R
         off += n as u64;
         len -= n as u64;
     }
-    Ok(())
+    Ok(want_all - len)
 }

@@ -53,11 +53,18 @@ pub struct Stack {
     fds: Vec<OnceLock<Arc<OwnedFd>>>,
     /// How many of `fds` count against the fd budget.
     budgeted: AtomicU32,
-    /// Layer positions (bits) whose directory a listing found free of `.wh.` names:
-    /// lookups there need not look for an AUFS whiteout. Lower layers, which never
-    /// change, and the upper while whiteouts are char devices (readdir.rs).
-    aufs_free: AtomicU32,
+    /// Bits 0-30: layer positions whose directory is known free of `.wh.` names, so
+    /// lookups there need not look for an AUFS whiteout (a listing found none in a
+    /// lower, which never changes, or in the upper while whiteouts are char devices,
+    /// readdir.rs; or copy-up just made the upper directory). Bit 31 (`IMPURE`): the
+    /// upper directory is known to carry the impure mark.
+    known: AtomicU32,
 }
+
+/// Layer positions below this have a `.wh.`-free bit in `Stack::known`.
+const AUFS_BITS: usize = 31;
+/// The bit of `Stack::known` that says the upper directory is marked impure.
+const IMPURE: u32 = 1 << 31;
 
 /// Directory fds cached by all nodes together, and how many may be.
 static CACHED_FDS: AtomicI64 = AtomicI64::new(0);
@@ -80,20 +87,41 @@ impl Stack {
             refs: refs.into_iter().collect(),
             fds,
             budgeted: AtomicU32::new(0),
-            aufs_free: AtomicU32::new(0),
+            known: AtomicU32::new(0),
         }
     }
 
-    /// Did a listing find layer position `pos` free of `.wh.` names?
+    /// Is layer position `pos` known to be free of `.wh.` names?
     pub fn known_aufs_free(&self, pos: usize) -> bool {
-        pos < 32 && self.aufs_free.load(Ordering::Relaxed) & (1 << pos) != 0
+        pos < AUFS_BITS && self.known.load(Ordering::Relaxed) & (1 << pos) != 0
     }
 
-    /// A listing found layer position `pos` free of `.wh.` names.
+    /// Layer position `pos` is free of `.wh.` names.
     pub fn note_aufs_free(&self, pos: usize) {
-        if pos < 32 {
-            self.aufs_free.fetch_or(1 << pos, Ordering::Relaxed);
+        if pos < AUFS_BITS {
+            self.known.fetch_or(1 << pos, Ordering::Relaxed);
         }
+    }
+
+    /// The positions known free of `.wh.` names, as bits (for a stack that replaces
+    /// this one with the same layers below a new upper: shift by one).
+    pub fn aufs_free_bits(&self) -> u32 {
+        self.known.load(Ordering::Relaxed) & !IMPURE
+    }
+
+    /// Marks every position in `bits` free of `.wh.` names.
+    pub fn note_aufs_free_bits(&self, bits: u32) {
+        self.known.fetch_or(bits & !IMPURE, Ordering::Relaxed);
+    }
+
+    /// Is the upper directory known to carry the impure mark?
+    pub fn known_impure(&self) -> bool {
+        self.known.load(Ordering::Relaxed) & IMPURE != 0
+    }
+
+    /// The upper directory carries the impure mark.
+    pub fn note_impure(&self) {
+        self.known.fetch_or(IMPURE, Ordering::Relaxed);
     }
 
     pub fn pos(&self, layer: u16) -> Option<usize> {

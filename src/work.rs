@@ -45,6 +45,9 @@ pub struct Work {
     /// The char 0/0 whiteout in the work dir that new whiteouts are hard links to, as
     /// kernel overlayfs shares one: a link allocates no inode.
     shared_whiteout: Mutex<Option<CString>>,
+    /// The owner (uid, gid) that objects made in `fd` get: the daemon's, with the
+    /// work dir's group if it is set-group-id.
+    pub creator: (u32, u32),
 }
 
 impl Work {
@@ -84,6 +87,10 @@ impl Work {
         };
         let ns = probe_xattr_ns(fd.as_fd());
         info!("upper formats: whiteouts as {whiteout:?}, overlay xattrs in {ns:?}");
+        let creator = match sys::fstat(fd.as_fd()) {
+            Ok(st) if st.st_mode & libc::S_ISGID != 0 => (sys::geteuid(), st.st_gid),
+            _ => (sys::geteuid(), sys::getegid()),
+        };
         Ok(Work {
             dir: wdir,
             fd,
@@ -91,6 +98,7 @@ impl Work {
             ns,
             next: AtomicU64::new(1),
             shared_whiteout: Mutex::new(None),
+            creator,
         })
     }
 
