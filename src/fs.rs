@@ -29,6 +29,8 @@ use crate::xattr;
 pub struct StrataFs {
     pub ov: Arc<Overlay>,
     means: Means,
+    /// Which listings carry attributes.
+    rdplus: crate::rdplus::Policy,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -44,7 +46,8 @@ impl StrataFs {
     pub fn new(ov: Arc<Overlay>) -> Self {
         let means = Means::from_env();
         debug!("means: {means:?}");
-        StrataFs { ov, means }
+        let rdplus = crate::rdplus::Policy::new(means.readdirplus);
+        StrataFs { ov, means, rdplus }
     }
 
     /// Open flags of a daemon-served file: its pages stay cached across opens.
@@ -97,13 +100,17 @@ impl Filesystem for StrataFs {
             && cfg
                 .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
                 .is_ok();
-        // READDIRPLUS looks every listed entry up: it saves a LOOKUP per entry to stat
-        // walks but costs a cold find 3-6x (it reads every inode); off unless asked
-        // for (docs/performance.md).
-        if self.means.readdirplus {
-            let _ = cfg.add_capabilities(
-                fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
-            );
+        // READDIRPLUS: listings carry attributes where callers stat what they list
+        // (rdplus.rs); the kernel then asks for the first part of each listing with it.
+        if self.means.readdirplus != crate::rdplus::Mode::Off
+            && cfg
+                .add_capabilities(
+                    fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+                )
+                .is_err()
+        {
+            self.means.readdirplus = crate::rdplus::Mode::Off;
+            self.rdplus = crate::rdplus::Policy::new(crate::rdplus::Mode::Off);
         }
         if self.means.big_writes {
             let _ = cfg.set_max_write(1 << 20);
@@ -141,6 +148,9 @@ impl Filesystem for StrataFs {
             }
             let cname = namei::check_name(name.as_bytes()).map_err(errno)?;
             let found = namei::lookup(&self.ov, &parent, &cname).map_err(errno)?;
+            if found.kind != FileType::Directory {
+                self.rdplus.looked_up(parent.ino);
+            }
             let node = self
                 .ov
                 .table
@@ -318,9 +328,21 @@ impl Filesystem for StrataFs {
             Err(e) => return reply.error(e),
         };
         let ttl = self.ov.settings.ttl;
+        // The first part without attributes is "." and ".." alone; the kernel asks for
+        // the rest with plain READDIRs (unless a lookup in here advised otherwise).
+        let with_attrs = offset != 0 || {
+            let nondirs = entries
+                .iter()
+                .filter(|e| e.kind != FileType::Directory)
+                .count();
+            self.rdplus.first_part(dir.ino, nondirs)
+        };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let off = i as u64 + 1;
             let name = OsStr::from_bytes(&e.name);
+            if !with_attrs && i >= 2 {
+                break;
+            }
             if e.name == b"." || e.name == b".." {
                 // The kernel takes no reference and no attributes for these.
                 let mut attr = negative_attr();

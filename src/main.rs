@@ -23,6 +23,7 @@ mod namei;
 mod options;
 mod overlay;
 mod override_stat;
+mod rdplus;
 mod readdir;
 mod sys;
 mod whiteout;

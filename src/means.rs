@@ -4,8 +4,11 @@
 //! opens), `cache_dir` (listings kept), `parallel_dirops`, `symlink_cache`,
 //! `big_writes` (1 MiB writes; else the kernel's 4 KiB default), `killpriv` (the
 //! daemon clears set-id bits itself, so the kernel may remember that a file has no
-//! `security.capability` instead of asking before every write). READDIRPLUS is the
-//! other way round: off unless `STRATAFS_READDIRPLUS` is set.
+//! `security.capability` instead of asking before every write), `readdirplus`
+//! (listings carry attributes where callers were seen to stat what they list,
+//! rdplus.rs; `STRATAFS_READDIRPLUS=1`: always).
+
+use crate::rdplus::Mode;
 
 /// Which means are on.
 #[derive(Clone, Copy, Debug)]
@@ -18,10 +21,10 @@ pub struct Means {
     pub symlink_cache: bool,
     pub big_writes: bool,
     pub killpriv: bool,
-    pub readdirplus: bool,
+    pub readdirplus: crate::rdplus::Mode,
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "passthrough",
     "negative",
     "keep_cache",
@@ -30,6 +33,7 @@ const NAMES: [&str; 8] = [
     "symlink_cache",
     "big_writes",
     "killpriv",
+    "readdirplus",
 ];
 
 impl Means {
@@ -41,7 +45,9 @@ impl Means {
         if std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_some() {
             m.passthrough = false;
         }
-        m.readdirplus = std::env::var_os("STRATAFS_READDIRPLUS").is_some();
+        if m.readdirplus != Mode::Off && std::env::var_os("STRATAFS_READDIRPLUS").is_some() {
+            m.readdirplus = Mode::Always;
+        }
         m
     }
 
@@ -55,7 +61,7 @@ impl Means {
             symlink_cache: true,
             big_writes: true,
             killpriv: true,
-            readdirplus: false,
+            readdirplus: Mode::Learn,
         };
         for name in off.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -67,6 +73,7 @@ impl Means {
                 "symlink_cache" => m.symlink_cache = false,
                 "big_writes" => m.big_writes = false,
                 "killpriv" => m.killpriv = false,
+                "readdirplus" => m.readdirplus = Mode::Off,
                 other => log::warn!(
                     "STRATAFS_DISABLE: unknown name {other:?} (known: {})",
                     NAMES.join(", ")
@@ -79,14 +86,15 @@ impl Means {
 
 #[cfg(test)]
 mod tests {
-    use super::Means;
+    use super::{Means, Mode};
 
     #[test]
     fn names_turn_means_off() {
-        let m = Means::parse("negative, cache_dir,bogus,killpriv");
+        let m = Means::parse("negative, cache_dir,bogus,killpriv,readdirplus");
         assert!(!m.negative && !m.cache_dir && !m.killpriv);
+        assert_eq!(m.readdirplus, Mode::Off);
         assert!(m.passthrough && m.keep_cache && m.parallel_dirops && m.big_writes);
         let all = Means::parse("");
-        assert!(all.negative && all.symlink_cache && !all.readdirplus);
+        assert!(all.negative && all.symlink_cache && all.readdirplus == Mode::Learn);
     }
 }

@@ -64,7 +64,7 @@ fn every_mean_off_behaves_the_same() {
     assert_root();
     exercise(&[(
         "STRATAFS_DISABLE",
-        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv",
+        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv,readdirplus",
     )]);
 }
 
@@ -73,4 +73,94 @@ fn every_mean_on_and_readdirplus() {
     assert_root();
     exercise(&[]);
     exercise(&[("STRATAFS_READDIRPLUS", "1")]);
+}
+
+/// Walks every directory of `root`: names, and for each entry the type and the
+/// inode number a listing gives against what a stat gives (`stat_files`: stat
+/// non-directories too, as a stat walk does; else only descend, as find does).
+fn walk(root: &std::path::Path, stat_files: bool, out: &mut Vec<String>) {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(root).unwrap().map(|e| e.unwrap()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let ft = e.file_type().unwrap();
+        let rel = e.path();
+        if ft.is_dir() || stat_files {
+            let md = fs::symlink_metadata(&rel).unwrap();
+            assert_eq!(
+                e.ino(),
+                md.ino(),
+                "{}: listed and stat inode numbers",
+                rel.display()
+            );
+            assert_eq!(ft, md.file_type(), "{}", rel.display());
+            out.push(format!("{} {}", rel.display(), md.len()));
+        } else {
+            out.push(format!("{} ?", rel.display()));
+        }
+        if ft.is_dir() {
+            walk(&rel, stat_files, out);
+        }
+    }
+}
+
+/// Listings carry attributes where callers stat what they list (rdplus.rs): walks
+/// that stat, walks that only descend, and the two by turns, over small directories
+/// and ones too big for one reply, give the same names, sizes and inode numbers as
+/// with READDIRPLUS off or always on.
+#[test]
+fn listings_with_and_without_attributes_agree() {
+    assert_root();
+    let t = TempDir::new("rdplus");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    for d in 0..24 {
+        let dir = l.join(format!("d{d:02}"));
+        fs::create_dir(&dir).unwrap();
+        // every fourth directory is too big for one reply
+        let n = if d % 4 == 3 { 600 } else { 12 };
+        for f in 0..n {
+            write(
+                &dir.join(format!("file-with-a-longish-name-{f:04}")),
+                &"x".repeat(f % 7),
+            );
+        }
+        fs::create_dir(dir.join("sub")).unwrap();
+        write(&dir.join("sub/leaf"), "leaf");
+    }
+    fs::create_dir(u.join("d05")).unwrap();
+    write(&u.join("d05/upper-only"), "up");
+    whiteout(&u.join("d05/file-with-a-longish-name-0003"));
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mut want: Option<Vec<String>> = None;
+    for env in [
+        [("STRATAFS_DISABLE", "readdirplus")],
+        [("STRATAFS_READDIRPLUS", "1")],
+        [("STRATAFS_UNUSED", "")],
+    ] {
+        let m = Mount::with_env(&opts, &t.dir("m"), &env);
+        // stat walk, find-like walk, stat walk again: the learning mount switches
+        let mut full = Vec::new();
+        walk(&m.p(""), true, &mut full);
+        drop_caches();
+        let mut names = Vec::new();
+        walk(&m.p(""), false, &mut names);
+        drop_caches();
+        let mut again = Vec::new();
+        walk(&m.p(""), true, &mut again);
+        assert_eq!(full, again, "{env:?}");
+        assert_eq!(full.len(), names.len(), "{env:?}");
+        match &want {
+            None => want = Some(full),
+            Some(w) => assert_eq!(&full, w, "{env:?}"),
+        }
+        m.unmount();
+    }
+    let want = want.unwrap();
+    assert!(want.iter().any(|e| e.ends_with("/d05/upper-only 2")));
+    assert!(!want
+        .iter()
+        .any(|e| e.contains("/d05/file-with-a-longish-name-0003 ")));
+    assert!(want
+        .iter()
+        .any(|e| e.ends_with("/d07/file-with-a-longish-name-0599 4")));
 }
