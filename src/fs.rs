@@ -328,21 +328,16 @@ impl Filesystem for StrataFs {
             Err(e) => return reply.error(e),
         };
         let ttl = self.ov.settings.ttl;
-        // The first part without attributes is "." and ".." alone; the kernel asks for
-        // the rest with plain READDIRs (unless a lookup in here advised otherwise).
-        let with_attrs = offset != 0 || {
-            let nondirs = entries
-                .iter()
-                .filter(|e| e.kind != FileType::Directory)
-                .count();
-            self.rdplus.first_part(dir.ino, nondirs)
+        // The policy may end the first part early; the kernel asks for the rest with
+        // plain READDIRs (unless a lookup in here advised otherwise).
+        let end = match offset {
+            0 => self.rdplus.first_part(dir.ino, &entries),
+            _ => None,
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        let end = end.unwrap_or(entries.len());
+        for (i, e) in entries.iter().enumerate().take(end).skip(offset as usize) {
             let off = i as u64 + 1;
             let name = OsStr::from_bytes(&e.name);
-            if !with_attrs && i >= 2 {
-                break;
-            }
             if e.name == b"." || e.name == b".." {
                 // The kernel takes no reference and no attributes for these.
                 let mut attr = negative_attr();

@@ -5,14 +5,19 @@
 //! daemon puts in the reply decides. Attributes save a LOOKUP round trip for each entry
 //! the caller then stats or opens (stat walks, tar, grep -r, git status), but cost a
 //! stat of every entry where the caller wants only names (find, ls -f): on a cold
-//! cache, an inode read each. So the daemon watches. A first part sent without
-//! attributes (only `.` and `..`; the kernel then asks for the rest with plain
-//! READDIRs) is a probe: if the caller goes on to look up a few of the listed
-//! non-directories, it stats what it lists, and the next listings carry attributes;
-//! if it does not within a few more listings, they don't. While listings carry
-//! attributes the kernel sends no lookups to learn from, so every 8th is a probe.
+//! cache, an inode read each. So the daemon watches, with probes: a first part that
+//! stops short, after which the kernel asks for the rest with plain READDIRs, so a
+//! caller that stats what it lists must look up what came without attributes. If it
+//! does (a few of those non-directories, soon), the next listings carry attributes;
+//! if not, they don't. While they don't, every listing is a probe of `.` and `..`
+//! alone. While they do, the kernel sends no lookups to learn from, so every 4th
+//! listing is a probe that leaves out only its last few non-directories.
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use fuser::FileType;
+
+use crate::readdir::Entry;
 
 /// When listings carry attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +44,9 @@ struct Probe {
 
 const SLOTS: usize = 8;
 /// In attribute mode, every this many listings is a probe.
-const PROBE_EVERY: u32 = 8;
+const PROBE_EVERY: u32 = 4;
+/// How many non-directories an attribute-mode probe leaves without attributes.
+const PROBE_TAIL: usize = 4;
 /// A probe with too few lookups after this many more listings counts against.
 const PROBE_LIFE: u32 = 16;
 /// How sure the policy may get either way (listings carry attributes while > 0).
@@ -65,12 +72,13 @@ impl Policy {
         }
     }
 
-    /// The first part of a listing of `dir` (which has `nondirs` entries other than
-    /// directories) is asked for with READDIRPLUS: should it carry attributes?
-    pub fn first_part(&self, dir: u64, nondirs: usize) -> bool {
+    /// The first part of the listing `entries` of `dir` (`.` and `..` first) is asked
+    /// for with READDIRPLUS: how many entries from the start carry attributes (the
+    /// reply stops after them); `None`: as many as fit.
+    pub fn first_part(&self, dir: u64, entries: &[Entry]) -> Option<usize> {
         match self.mode {
-            Mode::Off => return false,
-            Mode::Always => return true,
+            Mode::Off => return Some(2),
+            Mode::Always => return None,
             Mode::Learn => {}
         }
         let now = self
@@ -78,21 +86,44 @@ impl Policy {
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_add(1);
         self.expire(now);
-        let score = self.score.load(Ordering::Relaxed);
-        let with_attrs = score > 0 && now % PROBE_EVERY != 0;
-        if with_attrs || nondirs == 0 {
-            return with_attrs; // (no non-directories: nothing to learn from)
+        let on = self.score.load(Ordering::Relaxed) > 0;
+        if on && now % PROBE_EVERY != 0 {
+            return None;
         }
+        let is_nondir = |e: &Entry| e.kind != FileType::Directory;
+        let nondirs = entries.iter().filter(|e| is_nondir(e)).count();
+        // Attributes on: all but the last few non-directories; off: none.
+        let (cut, left_out) = if on {
+            let left_out = nondirs.min(PROBE_TAIL);
+            let mut seen = 0;
+            let cut = (2..entries.len())
+                .rev()
+                .find(|&i| {
+                    seen += usize::from(is_nondir(&entries[i]));
+                    seen == left_out
+                })
+                .unwrap_or(entries.len());
+            (cut, left_out)
+        } else {
+            (2.min(entries.len()), nondirs)
+        };
+        if left_out > 0 {
+            // (nothing left out: nothing to learn from)
+            let want = (left_out / 4).clamp(1, 4).min(left_out) as u32;
+            self.start_probe(dir, now, want);
+        }
+        Some(cut)
+    }
+
+    fn start_probe(&self, dir: u64, now: u32, want: u32) {
         let slot = &self.probes[self.next_slot.fetch_add(1, Ordering::Relaxed) as usize % SLOTS];
         if slot.dir.swap(0, Ordering::AcqRel) != 0 {
             self.adjust(-1); // pushed out before it saw enough lookups
         }
-        slot.want
-            .store((nondirs as u32 / 4).clamp(1, 4), Ordering::Relaxed);
+        slot.want.store(want, Ordering::Relaxed);
         slot.seen.store(0, Ordering::Relaxed);
         slot.at.store(now, Ordering::Relaxed);
         slot.dir.store(dir, Ordering::Release);
-        false
     }
 
     /// The kernel looked up a name in `dir` and found a non-directory.
@@ -143,40 +174,68 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mode, Policy, PROBE_EVERY, PROBE_LIFE};
+    use super::{Mode, Policy, PROBE_EVERY, PROBE_LIFE, PROBE_TAIL};
+    use crate::readdir::Entry;
+    use fuser::FileType;
+
+    /// `.`, `..`, then `dirs` directories and `files` files, by turns.
+    fn listing(dirs: usize, files: usize) -> Vec<Entry> {
+        let e = |name: &str, kind| Entry {
+            name: name.as_bytes().to_vec(),
+            ino: 1,
+            kind,
+        };
+        let mut v = vec![e(".", FileType::Directory), e("..", FileType::Directory)];
+        for i in 0..dirs.max(files) {
+            if i < files {
+                v.push(e(&format!("f{i}"), FileType::RegularFile));
+            }
+            if i < dirs {
+                v.push(e(&format!("d{i}"), FileType::Directory));
+            }
+        }
+        v
+    }
 
     #[test]
     fn lookups_after_a_probe_turn_attributes_on() {
         let p = Policy::new(Mode::Learn);
-        assert!(!p.first_part(10, 100), "the first listing is a probe");
+        let l = listing(3, 100);
+        assert_eq!(
+            p.first_part(10, &l),
+            Some(2),
+            "the first listing is a probe"
+        );
         for _ in 0..4 {
             p.looked_up(10);
         }
-        // A stat walker: after a listing without attributes, it looks entries up.
-        let mut with = 0;
+        // A stat walker: it looks up what came without attributes.
+        let mut full = 0;
         for d in 100..100 + PROBE_EVERY as u64 * 4 {
-            if p.first_part(d, 100) {
-                with += 1;
-            } else {
-                (0..4).for_each(|_| p.looked_up(d));
+            match p.first_part(d, &l) {
+                None => full += 1,
+                Some(cut) => {
+                    // all but the last few files
+                    let left: Vec<_> = l[cut..].iter().filter(|e| e.name[0] == b'f').collect();
+                    assert_eq!(left.len(), PROBE_TAIL, "{cut}");
+                    assert_eq!(l[cut].name, b"f96");
+                    (0..left.len()).for_each(|_| p.looked_up(d));
+                }
             }
         }
-        // every 8th is a probe; the lookups that follow keep the policy on
-        assert_eq!(with, (PROBE_EVERY as usize - 1) * 4);
+        assert_eq!(full, (PROBE_EVERY as usize - 1) * 4);
     }
 
     #[test]
     fn names_only_callers_keep_attributes_off() {
         let p = Policy::new(Mode::Learn);
-        assert!(!p.first_part(10, 100));
-        p.looked_up(10);
-        p.looked_up(10);
-        p.looked_up(10);
-        p.looked_up(10);
+        let l = listing(3, 100);
+        assert_eq!(p.first_part(10, &l), Some(2));
+        (0..4).for_each(|_| p.looked_up(10));
         // Now on; listings follow with no lookups at all.
         let mut last_on = 0;
         for d in 0..200u64 {
-            if p.first_part(100 + d, 100) {
+            if p.first_part(100 + d, &l) != Some(2) {
                 last_on = d;
             }
         }
@@ -184,12 +243,28 @@ mod tests {
             last_on < 2 * (PROBE_EVERY + PROBE_LIFE) as u64 + 8,
             "{last_on}"
         );
-        assert!(!p.first_part(1000, 100));
+        assert_eq!(p.first_part(1000, &l), Some(2));
+    }
+
+    #[test]
+    fn listings_without_files_teach_nothing() {
+        let p = Policy::new(Mode::Learn);
+        assert_eq!(p.first_part(10, &listing(5, 0)), Some(2));
+        assert_eq!(p.first_part(11, &listing(0, 0)), Some(2));
+        assert_eq!(p.first_part(12, &listing(1, 3)), Some(2));
+        p.looked_up(12);
+        // on now; a probe of a listing with fewer files than the tail leaves all out
+        let l = listing(2, 2);
+        let cuts: Vec<_> = (0..PROBE_EVERY as u64)
+            .map(|d| p.first_part(20 + d, &l))
+            .collect();
+        assert!(cuts.contains(&Some(2)) && cuts.contains(&None), "{cuts:?}");
     }
 
     #[test]
     fn fixed_modes() {
-        assert!(Policy::new(Mode::Always).first_part(1, 0));
-        assert!(!Policy::new(Mode::Off).first_part(1, 100));
+        let l = listing(1, 1);
+        assert_eq!(Policy::new(Mode::Always).first_part(1, &l), None);
+        assert_eq!(Policy::new(Mode::Off).first_part(1, &l), Some(2));
     }
 }
