@@ -84,16 +84,8 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
         work.remove(&tmp);
         return Err(e);
     }
-    // Copied-up entries make their directory "impure" (they carry origins). Set
-    // once, and remembered in the parent's stack: a read of the mark costs a path
-    // walk through /proc (no xattr call takes an O_PATH directory fd).
-    let pstack = parent.stack();
-    if !pstack.known_impure() {
-        if !work.has_xattr(upper_parent.as_fd(), c"", "impure") {
-            let _ = work.set_xattr(upper_parent.as_fd(), c"", "impure", b"y");
-        }
-        pstack.note_impure();
-    }
+    // Copied-up entries make their directory "impure" (they carry origins).
+    mark_impure(work, &parent, upper_parent.as_fd());
     if let Err(e) = sys::renameat2(
         work.fd.as_fd(),
         &tmp,
@@ -125,6 +117,20 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
         crate::links::link_up_aliases(ov, node, old.top(), &real_st);
     }
     Ok(())
+}
+
+/// Marks the upper directory `upper` of `dir` "impure": some entries in it carry
+/// origins, which listings must then read (readdir.rs). Set once, and remembered in
+/// the stack: a read of the mark costs a path walk through /proc (no xattr call takes
+/// an O_PATH directory fd).
+pub fn mark_impure(work: &Work, dir: &Node, upper: BorrowedFd) {
+    let stack = dir.stack();
+    if !stack.known_impure() {
+        if !work.has_xattr(upper, c"", "impure") {
+            let _ = work.set_xattr(upper, c"", "impure", b"y");
+        }
+        stack.note_impure();
+    }
 }
 
 /// Creates the temporary copy `tmp` in the work dir: the object itself, and its data.

@@ -552,6 +552,15 @@ pub fn rename(
         }
     };
     let src_paths = prepare(&src_node)?;
+    // An entry that carries an origin makes the directory it moves into impure (as
+    // the kernel's ovl_rename), so that listings there show the inode number it has.
+    let samedir = Arc::ptr_eq(p1, p2);
+    let carry_origin = |up: BorrowedFd, name: &CString, into: &Arc<Node>, into_up: BorrowedFd| {
+        if !samedir && namei::read_origin(up, name).is_some() {
+            crate::copy_up::mark_impure(work, into, into_up);
+        }
+    };
+    carry_origin(up1.as_fd(), n1, p2, up2.as_fd());
     // A directory without lower parts that lands on a name with lower entries must
     // hide them.
     if src_dir && src_paths.is_empty() && dst_lower {
@@ -564,6 +573,7 @@ pub fn rename(
         if dst_node.kind == FileType::Directory && dst_paths.is_empty() && src_lower {
             whiteout::set_opaque(work, up2.as_fd(), n2)?;
         }
+        carry_origin(up2.as_fd(), n2, p1, up1.as_fd());
         sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
         moved(&src_node, (p1, n1), (p2, n2), src_paths);
         moved(&dst_node, (p2, n2), (p1, n1), dst_paths);

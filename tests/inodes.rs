@@ -88,3 +88,48 @@ fn inode_numbers_unique_stable_and_shared_by_hard_links() {
     }
     m.unmount();
 }
+
+/// A copied-up file or directory keeps its inode number when it moves to another
+/// directory: the directory it lands in is marked impure, so that listings there
+/// read the origin too (d_ino equal to st_ino), also after a remount.
+#[test]
+fn moved_copies_keep_their_inode_number_in_listings() {
+    assert_root();
+    let t = TempDir::new("inomove");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    fs::create_dir_all(l.join("d1/sub")).unwrap();
+    write(&l.join("d1/a"), "a");
+    write(&l.join("d1/b"), "b");
+    write(&l.join("d1/sub/c"), "c");
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mnt = t.dir("m");
+    let mut want = HashMap::new();
+    {
+        let m = Mount::new(&opts, &mnt);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.p("d1/a"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"+").unwrap();
+        drop(f);
+        for n in ["d1/a", "d1/b", "d1/sub"] {
+            want.insert(n, fs::symlink_metadata(m.p(n)).unwrap().ino());
+        }
+        fs::create_dir(m.p("d2")).unwrap();
+        fs::create_dir(m.p("d3")).unwrap();
+        fs::rename(m.p("d1/a"), m.p("d2/a")).unwrap(); // a copy
+        fs::rename(m.p("d1/b"), m.p("d3/b")).unwrap(); // copied up by the move
+        fs::rename(m.p("d1/sub"), m.p("d3/sub")).unwrap(); // a directory, redirected
+        walk(&m.p(""));
+        m.unmount();
+    }
+    let m = Mount::new(&opts, &mnt);
+    walk(&m.p(""));
+    for (from, to) in [("d1/a", "d2/a"), ("d1/b", "d3/b"), ("d1/sub", "d3/sub")] {
+        assert_eq!(
+            fs::symlink_metadata(m.p(to)).unwrap().ino(),
+            want[from],
+            "{to}"
+        );
+    }
+}
