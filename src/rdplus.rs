@@ -9,9 +9,11 @@
 //! stops short, after which the kernel asks for the rest with plain READDIRs, so a
 //! caller that stats what it lists must look up what came without attributes. If it
 //! does (a few of those non-directories, soon), the next listings carry attributes;
-//! if not, they don't. While they don't, every listing is a probe of `.` and `..`
-//! alone. While they do, the kernel sends no lookups to learn from, so every 4th
-//! listing is a probe that leaves out only its last few non-directories.
+//! if not, they don't. While they don't, every listing is a probe that stops at its
+//! first non-directory (the directories before it carry attributes: a walker that
+//! wants only names still looks up every directory, to descend into it). While they
+//! do, the kernel sends no lookups to learn from, so every 4th listing is a probe that
+//! leaves out only its last few non-directories.
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -105,7 +107,10 @@ impl Policy {
                 .unwrap_or(entries.len());
             (cut, left_out)
         } else {
-            (2.min(entries.len()), nondirs)
+            // Directories before the first non-directory keep theirs: a walker that
+            // wants only names still looks up every directory, to descend into it.
+            let first = entries.iter().skip(2).position(is_nondir);
+            (first.map_or(entries.len(), |i| i + 2), nondirs)
         };
         if left_out > 0 {
             // (nothing left out: nothing to learn from)
@@ -249,7 +254,12 @@ mod tests {
     #[test]
     fn listings_without_files_teach_nothing() {
         let p = Policy::new(Mode::Learn);
-        assert_eq!(p.first_part(10, &listing(5, 0)), Some(2));
+        // directories only: all of them, with attributes
+        assert_eq!(p.first_part(10, &listing(5, 0)), Some(7));
+        // directories first: up to the first file
+        let mut l = listing(0, 2);
+        l.insert(2, listing(1, 0).pop().unwrap());
+        assert_eq!(p.first_part(13, &l), Some(3));
         assert_eq!(p.first_part(11, &listing(0, 0)), Some(2));
         assert_eq!(p.first_part(12, &listing(1, 3)), Some(2));
         p.looked_up(12);
