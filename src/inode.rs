@@ -529,6 +529,11 @@ impl InodeTable {
         self.map.len()
     }
 
+    /// Every node for which `f` gives a value, with it (visits the whole table).
+    pub fn filter_map<T>(&self, f: impl Fn(&Arc<Node>) -> Option<T>) -> Vec<T> {
+        self.map.iter().filter_map(|e| f(e.value())).collect()
+    }
+
     /// Hands out one more kernel reference to the object `ino` just found at
     /// (`parent`, `name`) with layers `refs`: the known node, refreshed, or a new one.
     pub fn lookup_ref(

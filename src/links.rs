@@ -8,9 +8,10 @@
 //!
 //! The names are found through a per-layer map of (inode number → paths) of the
 //! multiply-linked non-directories, built once per lower layer on first need (lower
-//! layers never change), then each path is resolved through the merged view: a name
-//! that is whited out, hidden by an opaque directory, shadowed by an upper object or
-//! moved away with its directory is not linked.
+//! layers never change), then each path is resolved through the merged view,
+//! following a directory that a rename moved (found among the nodes the kernel
+//! knows): a name that is whited out, hidden by an opaque directory or shadowed by an
+//! upper object is not linked.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -136,11 +137,17 @@ pub fn live_names(
             continue;
         };
         let mut cur = ov.table.root();
-        for c in dirs {
-            match dir_node(ov, &cur, c) {
+        let mut i = 0;
+        while i < dirs.len() {
+            match dir_node(ov, &cur, &dirs[i]) {
                 Ok(n) => cur = n,
-                Err(_) => continue 'paths,
+                // Moved away with a directory? Pick the walk up where it shows now.
+                Err(_) => match moved_dir(ov, layer, &dirs[..=i]) {
+                    Some((n, depth)) if depth > i => (cur, i) = (n, depth - 1),
+                    _ => continue 'paths,
+                },
             }
+            i += 1;
         }
         // Not whited out, not shadowed, not moved away.
         match namei::lookup(ov, &cur, last) {
@@ -155,6 +162,31 @@ pub fn live_names(
         }
     }
     out
+}
+
+/// The known directory node that shows the deepest of the directories `dirs[..k]`
+/// (components from the root of `layer`) wherever it is in the merged tree now
+/// (a rename moves a directory and leaves a redirect to its lower path), with that
+/// `k`. Visits every node the kernel holds; only a copy-up of a lower hard link
+/// whose other name's directory was renamed comes here.
+fn moved_dir(ov: &Overlay, layer: u16, dirs: &[CString]) -> Option<(Arc<Node>, usize)> {
+    let want: Vec<&[u8]> = dirs.iter().map(|c| c.to_bytes()).collect();
+    ov.table
+        .filter_map(|n| {
+            if n.kind != FileType::Directory || n.stack().pos(layer).is_none() {
+                return None;
+            }
+            let path = n.layer_path(layer).ok()?;
+            let comps: Vec<&[u8]> = path
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .collect();
+            let depth = comps.len();
+            (depth > 0 && depth <= want.len() && comps[..] == want[..depth])
+                .then(|| (n.clone(), depth))
+        })
+        .into_iter()
+        .max_by_key(|(_, depth)| *depth)
 }
 
 /// Links (`parent`, `name`) in the upper layer to the upper file (`src_dir`,

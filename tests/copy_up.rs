@@ -331,3 +331,45 @@ fn readers_and_writers_across_copy_up_mix() {
     );
     m.unmount();
 }
+
+/// The other name of a lower hard link, in a directory that a rename moved, is
+/// linked to the copy too: after a write through one name, both show the new data
+/// and a link count of 2, also after a remount.
+#[test]
+fn hard_link_in_a_moved_directory_follows_the_copy_up() {
+    assert_root();
+    let t = TempDir::new("cu-moved-link");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    fs::create_dir_all(l.join("a")).unwrap();
+    fs::create_dir_all(l.join("opq")).unwrap();
+    write(&l.join("hl1"), "lower data\n");
+    fs::hard_link(l.join("hl1"), l.join("a/hl2")).unwrap();
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mnt = t.dir("m");
+    let check = |m: &Mount| {
+        for n in ["hl1", "opq/n4/hl2"] {
+            let md = fs::symlink_metadata(m.p(n)).unwrap();
+            assert_eq!((md.len(), md.nlink()), (20, 2), "{n}");
+            assert_eq!(
+                fs::read_to_string(m.p(n)).unwrap(),
+                "lower data\nappended\n",
+                "{n}"
+            );
+        }
+    };
+    {
+        let m = Mount::new(&opts, &mnt);
+        fs::rename(m.p("a"), m.p("opq/n4")).unwrap();
+        let f = fs::OpenOptions::new()
+            .append(true)
+            .open(m.p("hl1"))
+            .unwrap();
+        f.write_at(b"appended\n", 0).unwrap();
+        drop(f);
+        drop_caches();
+        check(&m);
+        m.unmount();
+    }
+    let m = Mount::new(&opts, &mnt);
+    check(&m);
+}
