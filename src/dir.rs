@@ -391,7 +391,9 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
         (true, false) => remove_upper(work, up.as_fd(), name, is_dir)?,
         (false, _) => whiteout::create(work, up.as_fd(), name)?,
     }
-    node.remove_alias(parent, name);
+    if node.remove_alias(parent, name) == 0 {
+        ov.handles.drop_kept(node.ino); // its last name: nothing may keep it open
+    }
     Ok(())
 }
 
@@ -627,7 +629,9 @@ pub fn rename(
         whiteout::drop_aufs(up2.as_fd(), n2);
     }
     if let Some(dn) = dst_node {
-        dn.remove_alias(p2, n2);
+        if dn.remove_alias(p2, n2) == 0 {
+            ov.handles.drop_kept(dn.ino);
+        }
     }
     moved(&src_node, (p1, n1), (p2, n2), src_paths);
     Ok(())

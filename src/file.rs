@@ -1,4 +1,5 @@
-//! Open files and directories (the kernel's `file.c`): handle tables, open, read.
+//! Open files and directories (the kernel's `file.c`): handle tables, open, read, and
+//! released passthrough files kept open for the next open like them.
 
 use std::ffi::CString;
 use std::io;
@@ -21,6 +22,29 @@ pub struct OpenFile {
     pub ino: u64,
     pub fd: Arc<RealFd>,
     pub backing: Option<Arc<fuser::BackingId>>,
+    /// The open flags that matter to the real file (`keep_flags`).
+    pub flags: i32,
+}
+
+/// A passthrough file kept open after its release, with its backing registered: the
+/// next open of the same file with the same flags takes both over, so an
+/// open-write-close loop costs the daemon no open(2), close(2) or backing ioctls.
+/// Dropped when the file loses its last name, when the kernel forgets it, and when
+/// newer ones push it out.
+struct Kept {
+    ino: u64,
+    flags: i32,
+    fd: Arc<OwnedFd>,
+    backing: Arc<fuser::BackingId>,
+}
+
+/// How many released passthrough files are kept open.
+const KEPT: usize = 32;
+
+/// The flags a kept file is matched by: those that matter to the real file, less
+/// the ones that act only at open (an open that truncates never takes a kept file).
+pub fn keep_flags(flags: i32) -> i32 {
+    real_flags(flags) & !libc::O_TRUNC
 }
 
 /// The real file behind a handle: open, or (a lower file opened for reading) opened
@@ -81,6 +105,9 @@ pub struct Handles {
     /// How the open files of each node do their I/O, while any is open (kept here,
     /// not in every node).
     io: DashMap<u64, Arc<Mutex<OpenState>>>,
+    /// Released passthrough files, most recent first.
+    kept: Mutex<std::collections::VecDeque<Kept>>,
+    kept_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Handles {
@@ -90,7 +117,53 @@ impl Handles {
             files: DashMap::new(),
             listings: DashMap::new(),
             io: DashMap::new(),
+            kept: Mutex::new(std::collections::VecDeque::new()),
+            kept_len: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Keeps the released passthrough file `ino` open (see `Kept`).
+    pub fn keep(&self, ino: u64, flags: i32, fd: Arc<OwnedFd>, backing: Arc<fuser::BackingId>) {
+        let old = {
+            let mut k = self.kept.lock();
+            k.push_front(Kept {
+                ino,
+                flags,
+                fd,
+                backing,
+            });
+            let old = (k.len() > KEPT).then(|| k.pop_back());
+            self.kept_len.store(k.len(), Ordering::Relaxed);
+            old
+        };
+        drop(old); // (closed outside the lock)
+    }
+
+    /// Takes over a kept file of `ino` opened with `flags`.
+    pub fn take_kept(&self, ino: u64, flags: i32) -> Option<(Arc<OwnedFd>, Arc<fuser::BackingId>)> {
+        if self.kept_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut k = self.kept.lock();
+        let pos = k.iter().position(|e| e.ino == ino && e.flags == flags)?;
+        let e = k.remove(pos)?;
+        self.kept_len.store(k.len(), Ordering::Relaxed);
+        Some((e.fd, e.backing))
+    }
+
+    /// Closes the kept files of `ino` (it lost its last name, or the kernel forgot it).
+    pub fn drop_kept(&self, ino: u64) {
+        if self.kept_len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let gone: Vec<Kept> = {
+            let mut k = self.kept.lock();
+            let (gone, stay): (Vec<Kept>, Vec<Kept>) = k.drain(..).partition(|e| e.ino == ino);
+            k.extend(stay);
+            self.kept_len.store(k.len(), Ordering::Relaxed);
+            gone
+        };
+        drop(gone);
     }
 
     fn alloc(&self) -> u64 {
@@ -102,9 +175,18 @@ impl Handles {
         ino: u64,
         fd: Arc<RealFd>,
         backing: Option<Arc<fuser::BackingId>>,
+        flags: i32,
     ) -> u64 {
         let fh = self.alloc();
-        self.files.insert(fh, OpenFile { ino, fd, backing });
+        self.files.insert(
+            fh,
+            OpenFile {
+                ino,
+                fd,
+                backing,
+                flags,
+            },
+        );
         fh
     }
 

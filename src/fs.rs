@@ -172,6 +172,7 @@ impl Filesystem for StrataFs {
         self.ov.table.forget(ino.0, nlookup);
         if self.ov.table.get(ino.0).is_none() {
             self.ov.handles.drop_listings(ino.0);
+            self.ov.handles.drop_kept(ino.0);
         }
         self.ov.table.maybe_release_memory();
     }
@@ -204,8 +205,18 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // A passthrough file of this node released lately with these flags is taken
+        // over (its backing stays registered while `_kept` holds it).
+        let key = file::keep_flags(flags.0);
+        let kept = match flags.0 & libc::O_TRUNC {
+            0 => self.ov.handles.take_kept(ino.0, key),
+            _ => None,
+        };
         let result = self.node(ino).and_then(|n| {
-            let fd = file::open_handle(&self.ov, &n, flags.0).map_err(errno)?;
+            let fd = match &kept {
+                Some((fd, _)) => file::RealFd::open(fd.clone()),
+                None => file::open_handle(&self.ov, &n, flags.0).map_err(errno)?,
+            };
             Ok((n, fd))
         });
         let (n, fd) = match result {
@@ -213,7 +224,8 @@ impl Filesystem for StrataFs {
             Err(e) => return reply.error(e),
         };
         let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
-        let fh = self.ov.handles.add_file(n.ino, fd, backing.clone());
+        let _kept = kept;
+        let fh = self.ov.handles.add_file(n.ino, fd, backing.clone(), key);
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
             None => reply.opened(FileHandle(fh), self.file_cache_flags()),
@@ -253,6 +265,14 @@ impl Filesystem for StrataFs {
                 let io = self.ov.handles.io(ino);
                 let mut io = io.lock();
                 io.cached = io.cached.saturating_sub(1);
+            }
+            // A passthrough file that still has a name is kept open for the next open
+            // like it (file.rs).
+            let named = || self.ov.table.get(ino).is_some_and(|n| n.loc().is_some());
+            if let (Some(backing), Some(fd), true) = (&f.backing, f.fd.if_open(), f.flags >= 0) {
+                if named() {
+                    self.ov.handles.keep(ino, f.flags, fd, backing.clone());
+                }
             }
             // A passthrough backing goes away with its last handle (dropped here).
             drop(f);
@@ -613,7 +633,8 @@ impl Filesystem for StrataFs {
         };
         let fd = file::RealFd::open(fd);
         let backing = self.passthrough(&node, &fd, |fd| reply.open_backing(fd));
-        let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone()));
+        // (-1: never kept; its fd was made read-write, not with the caller's flags.)
+        let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone(), -1));
         // (KEEP_CACHE is for daemon-served files: with passthrough the kernel refuses it.)
         let ttl = self.ov.settings.ttl;
         match backing {

@@ -164,3 +164,72 @@ fn listings_with_and_without_attributes_agree() {
         .iter()
         .any(|e| e.ends_with("/d07/file-with-a-longish-name-0599 4")));
 }
+
+/// The daemon's fds that point at deleted files.
+fn deleted_fds(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.ends_with("(deleted)"))
+        .collect()
+}
+
+/// Released passthrough files are kept open for the next open with the same flags
+/// (file.rs): appends through open-write-close land in order, other flags and
+/// truncating opens get files of their own, and a file that loses its last name
+/// (unlink, rename over it) is closed at once, so its space goes back.
+#[test]
+fn kept_files_never_outlive_their_names() {
+    assert_root();
+    let t = TempDir::new("kept");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let m = Mount::new(&opts, &t.dir("m"));
+    let pid = daemon_pids(&t.dir("m"))[0];
+    let append = |p: &str, line: &str| {
+        let mut f = fs::OpenOptions::new().append(true).open(m.p(p)).unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+    };
+    for name in ["a", "b", "c"] {
+        write(&m.p(name), "");
+        for i in 0..50 {
+            append(name, &format!("{i}\n"));
+        }
+    }
+    let want: String = (0..50).map(|i| format!("{i}\n")).collect();
+    for name in ["a", "b", "c"] {
+        assert_eq!(fs::read_to_string(m.p(name)).unwrap(), want, "{name}");
+        assert_eq!(fs::read_to_string(u.join(name)).unwrap(), want, "{name}");
+    }
+    // The released files are still open in the daemon, kept.
+    let open_in_daemon = |p: &std::path::Path| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+            .any(|l| l == p)
+    };
+    assert!(open_in_daemon(&u.join("a")) && open_in_daemon(&u.join("c")));
+    // A truncating open truncates, though a file like it is kept.
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.p("c"))
+        .unwrap();
+    append("c", "x\n");
+    assert_eq!(fs::read_to_string(m.p("c")).unwrap(), "x\n");
+    // Gone names leave no deleted file open in the daemon.
+    fs::remove_file(m.p("a")).unwrap();
+    fs::rename(m.p("c"), m.p("b")).unwrap();
+    assert_eq!(deleted_fds(pid), Vec::<String>::new());
+    assert_eq!(fs::read_to_string(m.p("b")).unwrap(), "x\n");
+    // Unlinked while open: closed with its last handle.
+    let f = fs::OpenOptions::new().append(true).open(m.p("b")).unwrap();
+    fs::remove_file(m.p("b")).unwrap();
+    drop(f);
+    assert!(
+        wait_for(5, || deleted_fds(pid).is_empty()),
+        "{:?}",
+        deleted_fds(pid)
+    );
+}
