@@ -268,9 +268,8 @@ impl Filesystem for StrataFs {
             }
             // A passthrough file that still has a name is kept open for the next open
             // like it (file.rs).
-            let named = || self.ov.table.get(ino).is_some_and(|n| n.loc().is_some());
-            if let (Some(backing), Some(fd), true) = (&f.backing, f.fd.if_open(), f.flags >= 0) {
-                if named() {
+            if let (Some(backing), Some(fd)) = (&f.backing, f.fd.if_open()) {
+                if f.flags >= 0 && self.ov.table.get(ino).is_some_and(|n| n.loc().is_some()) {
                     self.ov.handles.keep(ino, f.flags, fd, backing.clone());
                 }
             }

@@ -114,7 +114,7 @@ impl Policy {
         };
         if left_out > 0 {
             // (nothing left out: nothing to learn from)
-            let want = (left_out / 4).clamp(1, 4).min(left_out) as u32;
+            let want = (left_out / 4).clamp(1, 4) as u32;
             self.start_probe(dir, now, want);
         }
         Some(cut)
