@@ -106,12 +106,7 @@ fn moved_copies_keep_their_inode_number_in_listings() {
     let mut want = HashMap::new();
     {
         let m = Mount::new(&opts, &mnt);
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(m.p("d1/a"))
-            .unwrap();
-        std::io::Write::write_all(&mut f, b"+").unwrap();
-        drop(f);
+        append(&m.p("d1/a"), "+");
         for n in ["d1/a", "d1/b", "d1/sub"] {
             want.insert(n, fs::symlink_metadata(m.p(n)).unwrap().ino());
         }

@@ -49,12 +49,7 @@ fn exercise(env: &[(&str, &str)]) {
         "big read back differs"
     );
     // A lower file written through the mount: copied up, old data kept before it.
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(m.p("low"))
-        .unwrap();
-    std::io::Write::write_all(&mut f, b"+").unwrap();
-    drop(f);
+    append(&m.p("low"), "+");
     assert_eq!(fs::read_to_string(m.p("low")).unwrap(), "lower+");
     assert_eq!(fs::read_to_string(u.join("low")).unwrap(), "lower+");
 }
@@ -187,14 +182,10 @@ fn kept_files_never_outlive_their_names() {
     let opts = layer_opts(&[&l], Some((&u, &w)));
     let m = Mount::new(&opts, &t.dir("m"));
     let pid = daemon_pids(&t.dir("m"))[0];
-    let append = |p: &str, line: &str| {
-        let mut f = fs::OpenOptions::new().append(true).open(m.p(p)).unwrap();
-        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
-    };
     for name in ["a", "b", "c"] {
         write(&m.p(name), "");
         for i in 0..50 {
-            append(name, &format!("{i}\n"));
+            append(&m.p(name), &format!("{i}\n"));
         }
     }
     let want: String = (0..50).map(|i| format!("{i}\n")).collect();
@@ -216,7 +207,7 @@ fn kept_files_never_outlive_their_names() {
         .truncate(true)
         .open(m.p("c"))
         .unwrap();
-    append("c", "x\n");
+    append(&m.p("c"), "x\n");
     assert_eq!(fs::read_to_string(m.p("c")).unwrap(), "x\n");
     // Gone names leave no deleted file open in the daemon.
     fs::remove_file(m.p("a")).unwrap();

@@ -308,6 +308,12 @@ pub fn write(path: &Path, data: &str) {
     fs::write(path, data).unwrap();
 }
 
+/// Opens `path` for appending, writes `data`, closes it.
+pub fn append(path: &Path, data: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut f, data.as_bytes()).unwrap();
+}
+
 pub fn mknod(path: &Path, mode: u32, dev: u64) {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).unwrap();
