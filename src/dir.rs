@@ -111,7 +111,9 @@ pub fn create(
     let char_wh = sys::statat(up.as_fd(), name).is_ok_and(|st| whiteout::is_whiteout_dev(&st));
     let pstack = parent.stack();
     let aufs_wh = !char_wh
-        && !pstack.pos(0).is_some_and(|p| pstack.known_aufs_free(p))
+        && !pstack
+            .pos(0)
+            .is_some_and(|p| ov.aufs_free(&pstack, p, up.as_fd()))
         && whiteout::upper_has_aufs(up.as_fd(), name);
     let pst = sys::fstat(up.as_fd())?;
     let gid = if pst.st_mode & libc::S_ISGID != 0 {

@@ -57,14 +57,19 @@ pub struct Stack {
     /// lookups there need not look for an AUFS whiteout (a listing found none in a
     /// lower, which never changes, or in the upper while whiteouts are char devices,
     /// readdir.rs; or copy-up just made the upper directory). Bit 31 (`IMPURE`): the
-    /// upper directory is known to carry the impure mark.
-    known: AtomicU32,
+    /// upper directory is known to carry the impure mark. Bits 32-62: positions
+    /// whose directory was already looked for among those earlier listings found
+    /// free (`whiteout::AufsFreeDirs`).
+    known: AtomicU64,
 }
 
 /// Layer positions below this have a `.wh.`-free bit in `Stack::known`.
 const AUFS_BITS: usize = 31;
+const AUFS_MASK: u64 = (1 << AUFS_BITS) - 1;
 /// The bit of `Stack::known` that says the upper directory is marked impure.
-const IMPURE: u32 = 1 << 31;
+const IMPURE: u64 = 1 << 31;
+/// Where the "already asked" bits of `Stack::known` start.
+const ASKED_SHIFT: usize = 32;
 
 /// Directory fds cached by all nodes together, and how many may be.
 static CACHED_FDS: AtomicI64 = AtomicI64::new(0);
@@ -87,13 +92,27 @@ impl Stack {
             refs: refs.into_iter().collect(),
             fds,
             budgeted: AtomicU32::new(0),
-            known: AtomicU32::new(0),
+            known: AtomicU64::new(0),
         }
     }
 
-    /// Is layer position `pos` known to be free of `.wh.` names?
-    pub fn known_aufs_free(&self, pos: usize) -> bool {
-        pos < AUFS_BITS && self.known.load(Ordering::Relaxed) & (1 << pos) != 0
+    /// Is layer position `pos` free of `.wh.` names, as far as is known here or, the
+    /// first time this is asked for `pos`, as `ask` says?
+    pub fn aufs_free_or_ask(&self, pos: usize, ask: impl FnOnce() -> bool) -> bool {
+        if pos >= AUFS_BITS {
+            return false;
+        }
+        let known = self.known.load(Ordering::Relaxed);
+        if known & (1 << pos) != 0 {
+            return true;
+        }
+        if known & (1 << (pos + ASKED_SHIFT)) != 0 {
+            return false;
+        }
+        let free = ask();
+        let bits = (1 << (pos + ASKED_SHIFT)) | if free { 1 << pos } else { 0 };
+        self.known.fetch_or(bits, Ordering::Relaxed);
+        free
     }
 
     /// Layer position `pos` is free of `.wh.` names.
@@ -106,12 +125,13 @@ impl Stack {
     /// The positions known free of `.wh.` names, as bits (for a stack that replaces
     /// this one with the same layers below a new upper: shift by one).
     pub fn aufs_free_bits(&self) -> u32 {
-        self.known.load(Ordering::Relaxed) & !IMPURE
+        (self.known.load(Ordering::Relaxed) & AUFS_MASK) as u32
     }
 
     /// Marks every position in `bits` free of `.wh.` names.
     pub fn note_aufs_free_bits(&self, bits: u32) {
-        self.known.fetch_or(bits & !IMPURE, Ordering::Relaxed);
+        self.known
+            .fetch_or(u64::from(bits) & AUFS_MASK, Ordering::Relaxed);
     }
 
     /// Is the upper directory known to carry the impure mark?

@@ -61,7 +61,7 @@ pub fn lookup(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Fo
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
                 // An AUFS whiteout in this layer hides the name in every layer below.
                 if pos < last
-                    && !pstack.known_aufs_free(pos)
+                    && !ov.aufs_free(&pstack, pos, dir.as_fd())
                     && sys::statat(dir.as_fd(), &wh_name).is_ok()
                 {
                     break;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use crate::inode::{InodeTable, LayerRef, Node, ROOT_ID};
+use crate::inode::{InodeTable, LayerRef, Node, Stack, ROOT_ID};
 use crate::sys;
 use crate::whiteout;
 use crate::work::Work;
@@ -151,6 +151,8 @@ pub struct Overlay {
     pub handles: crate::file::Handles,
     /// POSIX ACLs are on (negotiated with the kernel at init).
     pub acl: std::sync::atomic::AtomicBool,
+    /// Layer directories that listings found free of `.wh.` names.
+    pub aufs_free_dirs: whiteout::AufsFreeDirs,
 }
 
 fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
@@ -244,6 +246,7 @@ impl Overlay {
             acl: std::sync::atomic::AtomicBool::new(false),
             handles: crate::file::Handles::new(),
             passthrough: std::sync::atomic::AtomicBool::new(false),
+            aufs_free_dirs: whiteout::AufsFreeDirs::default(),
         };
         let root_refs = ov
             .layers
@@ -269,6 +272,17 @@ impl Overlay {
 
     pub fn has_upper(&self) -> bool {
         self.layers.first().is_some_and(|l| l.is_upper)
+    }
+
+    /// Is the directory at position `pos` of `stack`, open as `dir`, free of `.wh.`
+    /// names (so a lookup there need not look for an AUFS whiteout)? Known to the
+    /// stack, or found so by a listing before this node was made.
+    pub fn aufs_free(&self, stack: &Stack, pos: usize, dir: BorrowedFd) -> bool {
+        stack.aufs_free_or_ask(pos, || {
+            stack.refs.get(pos).is_some_and(|r| {
+                sys::fstat(dir).is_ok_and(|st| self.aufs_free_dirs.contains(r.layer, &st))
+            })
+        })
     }
 
     pub fn layer(&self, idx: u16) -> &Layer {

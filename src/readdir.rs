@@ -138,6 +138,9 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
         // mount), so what this listing found stays true for the life of the stack.
         if !aufs_names && (!layer.is_upper || chardev_whiteouts) {
             stack.note_aufs_free(pos);
+            if let Ok(st) = sys::fstat(rd.as_fd()) {
+                ov.aufs_free_dirs.note(lref.layer, &st);
+            }
         }
     }
     Ok(out)

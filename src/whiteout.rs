@@ -99,6 +99,32 @@ pub fn is_xattr_whiteout(dir: BorrowedFd, name: &CStr, st: &Stat) -> bool {
         .unwrap_or(false)
 }
 
+/// Real directories known to hold no `.wh.` name, by layer, device and inode number.
+/// Listings find this out (readdir.rs) and a node's stack keeps it; this keeps it
+/// past the node, which the kernel's forgetting frees, so lookups of missing names
+/// after a `drop_caches` need not look for AUFS whiteouts again. A lower never
+/// changes; for the upper, see readdir.rs.
+#[derive(Default)]
+pub struct AufsFreeDirs(dashmap::DashSet<(u16, u64, u64)>);
+
+/// How many directories `AufsFreeDirs` remembers before it starts over (8 MiB).
+const AUFS_FREE_MAX: usize = 1 << 18;
+
+impl AufsFreeDirs {
+    /// The directory of `layer` with stat `st` holds no `.wh.` name.
+    pub fn note(&self, layer: u16, st: &Stat) {
+        if self.0.len() >= AUFS_FREE_MAX {
+            self.0.clear();
+        }
+        self.0.insert((layer, st.st_dev, st.st_ino));
+    }
+
+    /// Was the directory of `layer` with stat `st` found free of `.wh.` names?
+    pub fn contains(&self, layer: u16, st: &Stat) -> bool {
+        self.0.contains(&(layer, st.st_dev, st.st_ino))
+    }
+}
+
 /// Overlay-private xattr names, hidden from getxattr/listxattr through the mount.
 pub fn is_private_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.")

@@ -194,6 +194,45 @@ fn merge_whiteouts_and_opaque_in_every_format() {
     m.unmount();
 }
 
+/// Listings teach the daemon which layer directories hold no `.wh.` names, and it
+/// keeps that past the kernel forgetting the directories; AUFS whiteouts in the
+/// directories that do hold them must still hide their names then.
+#[test]
+fn aufs_whiteouts_hide_after_the_kernel_forgets_the_listed_directories() {
+    assert_root();
+    let t = TempDir::new("read-forget");
+    let (lowers, u, w) = fixture(&t);
+    let lrefs: Vec<&Path> = lowers.iter().map(|p| p.as_path()).collect();
+    let m = Mount::layers(&lrefs, Some((&u, &w)), &t.dir("m"));
+    for round in 0..2 {
+        for dir in ["", "d", "opq-aufs", "file-to-dir"] {
+            names(&m.p(dir));
+        }
+        drop_caches();
+        for gone in [
+            "d/gone-wh",
+            "gone-dir",
+            "d/gone-chr",
+            "opq-aufs/h",
+            "d/nothing",
+        ] {
+            assert_eq!(
+                errno_of(fs::symlink_metadata(m.p(gone))),
+                libc::ENOENT,
+                "{gone}, round {round}"
+            );
+        }
+        assert_eq!(fs::read_to_string(m.p("d/keep")).unwrap(), "keep\n");
+        assert_eq!(
+            fs::read_to_string(m.p("file-to-dir/inner")).unwrap(),
+            "inner"
+        );
+        assert_eq!(names(&m.p("d")), vec!["keep", "mid", "top"]);
+        drop_caches();
+    }
+    m.unmount();
+}
+
 fn statvfs(p: &Path) -> libc::statvfs {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
