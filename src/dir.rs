@@ -104,12 +104,20 @@ pub fn create(
         copy_up(ov, node)?;
     }
     copy_up(ov, parent)?;
-    if find(ov, parent, name)?.is_some() {
+    let up = parent.dir_fd(ov, 0)?;
+    // The upper first: a char whiteout there hides every layer below, and in a
+    // directory that is only in the upper, nothing there means nothing at all.
+    let top = match sys::statat(up.as_fd(), name) {
+        Ok(st) => Some(st),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => None,
+        Err(e) => return Err(e),
+    };
+    let char_wh = top.as_ref().is_some_and(whiteout::is_whiteout_dev);
+    let pstack = parent.stack();
+    let upper_only = pstack.refs.len() == 1;
+    if !char_wh && (top.is_some() || !upper_only) && find(ov, parent, name)?.is_some() {
         return Err(err(libc::EEXIST));
     }
-    let up = parent.dir_fd(ov, 0)?;
-    let char_wh = sys::statat(up.as_fd(), name).is_ok_and(|st| whiteout::is_whiteout_dev(&st));
-    let pstack = parent.stack();
     let aufs_wh = !char_wh
         && !pstack
             .pos(0)
@@ -122,8 +130,14 @@ pub fn create(
         caller.gid
     };
     let acls = ov.acl.load(std::sync::atomic::Ordering::Relaxed);
-    let default_acl = if acls {
-        acl::parent_default(up.as_fd())
+    // (The kernel holds the parent locked across a create and across a change of its
+    // xattrs, so what the stack knows of its default ACL cannot go stale meanwhile.)
+    let default_acl = if acls && !pstack.known_no_default_acl() {
+        let acl = acl::parent_default(up.as_fd());
+        if acl.is_none() {
+            pstack.note_no_default_acl();
+        }
+        acl
     } else {
         None
     };
@@ -144,8 +158,8 @@ pub fn create(
         && access_acl.is_none()
         && ov.layer(0).stat_override.is_none();
     if in_place {
-        let file = create_in_place(ov, up.as_fd(), name, &what, final_mode, caller.uid, gid)?;
-        return finish_create(ov, parent, name, &what, up.as_fd(), file);
+        let (file, st) = create_in_place(ov, up.as_fd(), name, &what, final_mode, caller.uid, gid)?;
+        return finish_create(ov, parent, name, &what, up.as_fd(), file, st);
     }
     let w = work.fd.as_fd();
     let tmp = work.tmp_name();
@@ -191,10 +205,11 @@ pub fn create(
     if aufs_wh {
         whiteout::drop_aufs(up.as_fd(), name);
     }
-    finish_create(ov, parent, name, &what, up.as_fd(), file)
+    finish_create(ov, parent, name, &what, up.as_fd(), file, None)
 }
 
-/// The new node for the object just made at (`up`, `name`), and its stat.
+/// The new node for the object just made at (`up`, `name`), and its stat (`made`, if
+/// the caller has it already).
 fn finish_create(
     ov: &Overlay,
     parent: &Arc<Node>,
@@ -202,8 +217,12 @@ fn finish_create(
     what: &New,
     up: BorrowedFd,
     file: Option<OwnedFd>,
+    made: Option<Stat>,
 ) -> io::Result<(Arc<Node>, Stat, Option<OwnedFd>)> {
-    let mut st = sys::statat(up, name)?;
+    let mut st = match made {
+        Some(st) => st,
+        None => sys::statat(up, name)?,
+    };
     ov.effective(0, sys::At { dir: up, name }, &mut st);
     let (kind, ino) = match what {
         New::Link { node } => (node.kind, node.ino),
@@ -215,6 +234,16 @@ fn finish_create(
     let node = ov
         .table
         .lookup_ref(ino, kind, parent, name, vec![LayerRef::new(0)]);
+    if matches!(what, New::Dir { .. })
+        && ov
+            .work
+            .as_ref()
+            .is_some_and(|w| w.whiteout == WhiteoutFormat::CharDev)
+    {
+        // A new directory has no `.wh.` names, and gets none while whiteouts are
+        // char devices (readdir.rs).
+        node.stack().note_aufs_free(0);
+    }
     Ok((node, st, file))
 }
 
@@ -232,20 +261,24 @@ fn create_in_place(
     mode: u32,
     uid: u32,
     gid: u32,
-) -> io::Result<Option<OwnedFd>> {
+) -> io::Result<(Option<OwnedFd>, Option<Stat>)> {
     let perm = mode & 0o7777;
     let file = make_object(ov, up, name, what, perm)?;
     if let New::Link { .. } = what {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let set_owner_mode = || -> io::Result<()> {
-        let made = sys::statat(up, name)?;
+    // The stat of the new object, if nothing changed it after it was made.
+    let set_owner_mode = || -> io::Result<Option<Stat>> {
+        let made = match &file {
+            Some(fd) => sys::fstat(fd.as_fd())?,
+            None => sys::statat(up, name)?,
+        };
         let chowned = made.st_uid != uid || made.st_gid != gid;
         if chowned {
             sys::chownat(up, name, uid, gid)?;
         }
         if made.st_mode & libc::S_IFMT == libc::S_IFLNK {
-            return Ok(());
+            return Ok((!chowned).then_some(made));
         }
         // A directory in a set-group-id directory keeps the bit it inherited.
         let want = match what {
@@ -253,16 +286,19 @@ fn create_in_place(
             _ => perm,
         };
         // chown may clear set-id bits; mkdir and mknod may drop some: set the mode last.
-        if made.st_mode & 0o7777 != want || (chowned && want & 0o6000 != 0) {
+        let chmodded = made.st_mode & 0o7777 != want || (chowned && want & 0o6000 != 0);
+        if chmodded {
             sys::chmodat(up, name, want)?;
         }
-        Ok(())
+        Ok((!chowned && !chmodded).then_some(made))
     };
-    if let Err(e) = set_owner_mode() {
-        let _ = sys::unlinkat(up, name, matches!(what, New::Dir { .. }));
-        return Err(e);
+    match set_owner_mode() {
+        Ok(st) => Ok((file, st)),
+        Err(e) => {
+            let _ = sys::unlinkat(up, name, matches!(what, New::Dir { .. }));
+            Err(e)
+        }
     }
-    Ok(file)
 }
 
 /// Makes the object `what` at (`dir`, `name`) with permission bits `perm`; returns

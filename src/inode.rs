@@ -59,7 +59,8 @@ pub struct Stack {
     /// readdir.rs; or copy-up just made the upper directory). Bit 31 (`IMPURE`): the
     /// upper directory is known to carry the impure mark. Bits 32-62: positions
     /// whose directory was already looked for among those earlier listings found
-    /// free (`whiteout::AufsFreeDirs`).
+    /// free (`whiteout::AufsFreeDirs`). Bit 63 (`NO_DEFAULT_ACL`): the upper
+    /// directory is known to have no default ACL.
     known: AtomicU64,
 }
 
@@ -70,6 +71,8 @@ const AUFS_MASK: u64 = (1 << AUFS_BITS) - 1;
 const IMPURE: u64 = 1 << 31;
 /// Where the "already asked" bits of `Stack::known` start.
 const ASKED_SHIFT: usize = 32;
+/// The bit of `Stack::known` that says the upper directory has no default ACL.
+const NO_DEFAULT_ACL: u64 = 1 << 63;
 
 /// Directory fds cached by all nodes together, and how many may be.
 static CACHED_FDS: AtomicI64 = AtomicI64::new(0);
@@ -142,6 +145,22 @@ impl Stack {
     /// The upper directory carries the impure mark.
     pub fn note_impure(&self) {
         self.known.fetch_or(IMPURE, Ordering::Relaxed);
+    }
+
+    /// Is the upper directory known to have no default ACL (so that creates in it
+    /// need not read one)?
+    pub fn known_no_default_acl(&self) -> bool {
+        self.known.load(Ordering::Relaxed) & NO_DEFAULT_ACL != 0
+    }
+
+    /// The upper directory has no default ACL.
+    pub fn note_no_default_acl(&self) {
+        self.known.fetch_or(NO_DEFAULT_ACL, Ordering::Relaxed);
+    }
+
+    /// The upper directory's default ACL may have changed.
+    pub fn forget_no_default_acl(&self) {
+        self.known.fetch_and(!NO_DEFAULT_ACL, Ordering::Relaxed);
     }
 
     pub fn pos(&self, layer: u16) -> Option<usize> {

@@ -1,6 +1,6 @@
 //! Extended attributes through the mount: the real object's, minus overlay-private names.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -90,7 +90,7 @@ pub fn set(
     let cname = xattr_name(ov, name)?;
     copy_up(ov, node)?;
     let (dir, obj) = node.real(ov)?;
-    sys::setxattr(
+    let set = sys::setxattr(
         At {
             dir: dir.as_fd(),
             name: &obj,
@@ -98,7 +98,17 @@ pub fn set(
         &cname,
         value,
         flags,
-    )
+    );
+    acl_may_have_changed(node, &cname);
+    set
+}
+
+/// After a change of the xattr `name` of `node`: a directory's default ACL is read
+/// again by the next create in it.
+fn acl_may_have_changed(node: &Node, name: &CStr) {
+    if name == crate::acl::DEFAULT {
+        node.stack().forget_no_default_acl();
+    }
 }
 
 /// Removes `name` from `node`, copying it up first.
@@ -108,13 +118,15 @@ pub fn remove(ov: &Overlay, node: &Arc<Node>, name: &OsStr) -> io::Result<()> {
     get(ov, node, name)?;
     copy_up(ov, node)?;
     let (dir, obj) = node.real(ov)?;
-    sys::removexattr(
+    let removed = sys::removexattr(
         At {
             dir: dir.as_fd(),
             name: &obj,
         },
         &cname,
-    )
+    );
+    acl_may_have_changed(node, &cname);
+    removed
 }
 
 /// Answers a getxattr/listxattr the FUSE way: the size when `size` is 0, else the

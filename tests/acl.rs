@@ -1,5 +1,6 @@
 //! POSIX ACLs on real mounts, side by side with kernel overlayfs: default ACLs are
-//! inherited on create (in a lower directory and in a new one), access ACLs grant
+//! inherited on create (in a lower directory and in a new one, also once one is set
+//! or removed after creates there), access ACLs grant
 //! what the mode alone would not, and `noacl` turns them off.
 
 mod common;
@@ -33,11 +34,17 @@ fn scenario(m: &Path) -> String {
          mkdir {m}/new
          setfacl -d -m u:4321:r-x {m}/new
          mkdir {m}/new/inner
+         mkdir {m}/E
+         touch {m}/E/before
+         setfacl -d -m u:555:rw {m}/E
+         touch {m}/E/after
+         setfacl -k {m}/E
+         touch {m}/E/last
          echo secret > {m}/D/private
          chmod 600 {m}/D/private
          setfacl -m u:1234:r {m}/D/private
          cd {m}
-         getfacl -n -p D/f D/sub D/sub/g new/inner D/private L/kept 2>&1
+         getfacl -n -p D/f D/sub D/sub/g new/inner D/private L/kept E/before E/after E/last 2>&1
          setpriv --reuid=1234 --regid=1234 --clear-groups cat D/private 2>&1 || echo denied-1234
          setpriv --reuid=1235 --regid=1235 --clear-groups cat D/private 2>&1 || echo denied-1235
          stat -c '%n %a' D/f D/sub D/sub/g new/inner D/private"
