@@ -1,9 +1,9 @@
 //! Open files and directories (the kernel's `file.c`): handle tables, open, read, and
 //! released passthrough files kept open for the next open like them.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -300,11 +300,24 @@ fn real_flags(flags: i32) -> i32 {
 pub fn open_handle(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<Arc<RealFd>> {
     if !wants_write(flags) && !ov.layer(node.stack().top()).is_upper {
         let (dir, name) = node.real(ov)?;
-        if !name.is_empty() {
+        if !name.is_empty() && !passthrough_lower(ov, dir.as_fd(), &name) {
             return Ok(RealFd::later(dir, name, real_flags(flags)));
         }
     }
     Ok(RealFd::open(Arc::new(open(ov, node, flags)?)))
+}
+
+/// Lower files at least this big are passthrough on a read-only mount.
+const PASSTHROUGH_LOWER_MIN: i64 = 1 << 20;
+
+/// Is the lower file (`dir`, `name`) to be opened now, for passthrough? Only on a
+/// read-only mount (elsewhere a later copy-up could not switch the backing to the
+/// upper file), and only a big one: a small one is read in a request or two, and a
+/// lazy open of it costs nothing at all when its pages are cached.
+fn passthrough_lower(ov: &Overlay, dir: BorrowedFd, name: &CStr) -> bool {
+    ov.settings.read_only
+        && ov.passthrough.load(Ordering::Relaxed)
+        && sys::statat(dir, name).is_ok_and(|st| st.st_size >= PASSTHROUGH_LOWER_MIN)
 }
 
 /// Writes all of `data` at `offset` (appends if the file was opened O_APPEND).

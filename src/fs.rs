@@ -824,9 +824,10 @@ impl StrataFs {
 
     /// Chooses how a new open file of `n` (real file `fd`) does its I/O: through the
     /// node's passthrough backing (registered with `open_backing` on first use) when
-    /// passthrough is on, the file is in the upper layer and no daemon-served file of
-    /// the node is open; else through the daemon. Lower files are never passthrough:
-    /// a later copy-up could not switch their backing to the upper file.
+    /// passthrough is on, the file is in the upper layer (or the mount is read-only)
+    /// and no daemon-served file of the node is open; else through the daemon. Lower
+    /// files of a writable mount are never passthrough: a later copy-up could not
+    /// switch their backing to the upper file.
     fn passthrough(
         &self,
         n: &Node,
@@ -840,7 +841,7 @@ impl StrataFs {
         if let (true, 0, true, Some(real)) = (
             self.ov.passthrough.load(Relaxed),
             io.cached,
-            self.ov.layer(n.stack().top()).is_upper,
+            self.ov.settings.read_only || self.ov.layer(n.stack().top()).is_upper,
             fd.if_open(),
         ) {
             if let Some(id) = io.backing.upgrade() {

@@ -224,3 +224,51 @@ fn kept_files_never_outlive_their_names() {
         deleted_fds(pid)
     );
 }
+
+/// On a read-only mount (no copy-up can come), big lower files are passthrough: read
+/// and mapped right, and kept open by the daemon after their release like any
+/// passthrough file; small ones stay daemon-served and are not.
+#[test]
+fn big_lower_files_of_a_read_only_mount_are_passthrough() {
+    use std::os::unix::fs::FileExt;
+    assert_root();
+    let t = TempDir::new("ro-passthrough");
+    let (l1, l2) = (t.dir("l1"), t.dir("l2"));
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    fs::write(l1.join("big"), &big).unwrap();
+    write(&l2.join("small"), "small\n");
+    let m = Mount::layers(&[&l1, &l2], None, &t.dir("m"));
+    let pid = daemon_pids(&t.dir("m"))[0];
+    let f = fs::File::open(m.p("big")).unwrap();
+    for off in [0usize, 4096 * 77, (3 << 20) - 4096, 12345] {
+        let mut buf = vec![0u8; 4096];
+        let n = f.read_at(&mut buf, off as u64).unwrap();
+        assert_eq!(&buf[..n], &big[off..off + n], "at {off}");
+    }
+    drop(f);
+    assert_eq!(fs::read(m.p("big")).unwrap(), big);
+    assert_eq!(fs::read_to_string(m.p("small")).unwrap(), "small\n");
+    let open_in_daemon = |p: &std::path::Path| {
+        fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+            .any(|l| l == p)
+    };
+    assert!(
+        open_in_daemon(&l1.join("big")),
+        "big is not kept (not passthrough?)"
+    );
+    assert!(
+        wait_for(5, || !open_in_daemon(&l2.join("small"))),
+        "small is still open in the daemon"
+    );
+    // mmap goes to the backing file too.
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import mmap,sys\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint(m[3000000], m[0], len(m))")
+        .arg(m.p("big"))
+        .output()
+        .unwrap();
+    let want = format!("{} 0 {}\n", 3_000_000 % 251, 3 << 20);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
