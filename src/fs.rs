@@ -31,6 +31,8 @@ pub struct StrataFs {
     means: Means,
     /// Which listings carry attributes.
     rdplus: crate::rdplus::Policy,
+    /// Small lower files handed to the kernel at their first open.
+    pub prefill: Arc<crate::prefill::Prefill>,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -47,7 +49,16 @@ impl StrataFs {
         let means = Means::from_env();
         debug!("means: {means:?}");
         let rdplus = crate::rdplus::Policy::new(means.readdirplus);
-        StrataFs { ov, means, rdplus }
+        // (Pages handed over survive the open only with KEEP_CACHE.)
+        let prefill = Arc::new(crate::prefill::Prefill::new(
+            means.prefill && means.keep_cache,
+        ));
+        StrataFs {
+            ov,
+            means,
+            rdplus,
+            prefill,
+        }
     }
 
     /// Open flags of a daemon-served file: its pages stay cached across opens.
@@ -225,6 +236,9 @@ impl Filesystem for StrataFs {
         };
         let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
         let _kept = kept;
+        if backing.is_none() {
+            self.prefill.first_open(&n, &fd, flags.0);
+        }
         let fh = self.ov.handles.add_file(n.ino, fd, backing.clone(), key);
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),

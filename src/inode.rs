@@ -53,24 +53,27 @@ pub struct Stack {
     fds: Vec<OnceLock<Arc<OwnedFd>>>,
     /// How many of `fds` count against the fd budget.
     budgeted: AtomicU32,
-    /// Bits 0-30: layer positions whose directory is known free of `.wh.` names, so
+    /// Bits 0-29: layer positions whose directory is known free of `.wh.` names, so
     /// lookups there need not look for an AUFS whiteout (a listing found none in a
     /// lower, which never changes, or in the upper while whiteouts are char devices,
     /// readdir.rs; or copy-up just made the upper directory). Bit 31 (`IMPURE`): the
-    /// upper directory is known to carry the impure mark. Bits 32-62: positions
+    /// upper directory is known to carry the impure mark. Bits 32-61: positions
     /// whose directory was already looked for among those earlier listings found
-    /// free (`whiteout::AufsFreeDirs`). Bit 63 (`NO_DEFAULT_ACL`): the upper
-    /// directory is known to have no default ACL.
+    /// free (`whiteout::AufsFreeDirs`). Bit 62 (`PREFILLED`, files): the file's
+    /// pages were handed to the kernel (prefill.rs). Bit 63 (`NO_DEFAULT_ACL`): the
+    /// upper directory is known to have no default ACL.
     known: AtomicU64,
 }
 
 /// Layer positions below this have a `.wh.`-free bit in `Stack::known`.
-const AUFS_BITS: usize = 31;
+const AUFS_BITS: usize = 30;
 const AUFS_MASK: u64 = (1 << AUFS_BITS) - 1;
 /// The bit of `Stack::known` that says the upper directory is marked impure.
 const IMPURE: u64 = 1 << 31;
 /// Where the "already asked" bits of `Stack::known` start.
 const ASKED_SHIFT: usize = 32;
+/// The bit of `Stack::known` that says a file's pages were handed to the kernel.
+const PREFILLED: u64 = 1 << 62;
 /// The bit of `Stack::known` that says the upper directory has no default ACL.
 const NO_DEFAULT_ACL: u64 = 1 << 63;
 
@@ -156,6 +159,11 @@ impl Stack {
     /// The upper directory has no default ACL.
     pub fn note_no_default_acl(&self) {
         self.known.fetch_or(NO_DEFAULT_ACL, Ordering::Relaxed);
+    }
+
+    /// Marks the file's pages handed to the kernel; were they before?
+    pub fn note_prefilled(&self) -> bool {
+        self.known.fetch_or(PREFILLED, Ordering::Relaxed) & PREFILLED != 0
     }
 
     /// The upper directory's default ACL may have changed.

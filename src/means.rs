@@ -6,7 +6,8 @@
 //! daemon clears set-id bits itself, so the kernel may remember that a file has no
 //! `security.capability` instead of asking before every write), `readdirplus`
 //! (listings carry attributes where callers were seen to stat what they list,
-//! rdplus.rs; `STRATAFS_READDIRPLUS=1`: always).
+//! rdplus.rs; `STRATAFS_READDIRPLUS=1`: always), `prefill` (small lower files' pages
+//! handed to the kernel at their first open, prefill.rs).
 
 use crate::rdplus::Mode;
 
@@ -22,9 +23,10 @@ pub struct Means {
     pub big_writes: bool,
     pub killpriv: bool,
     pub readdirplus: crate::rdplus::Mode,
+    pub prefill: bool,
 }
 
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "passthrough",
     "negative",
     "keep_cache",
@@ -34,6 +36,7 @@ const NAMES: [&str; 9] = [
     "big_writes",
     "killpriv",
     "readdirplus",
+    "prefill",
 ];
 
 impl Means {
@@ -62,6 +65,7 @@ impl Means {
             big_writes: true,
             killpriv: true,
             readdirplus: Mode::Learn,
+            prefill: true,
         };
         for name in off.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -74,6 +78,7 @@ impl Means {
                 "big_writes" => m.big_writes = false,
                 "killpriv" => m.killpriv = false,
                 "readdirplus" => m.readdirplus = Mode::Off,
+                "prefill" => m.prefill = false,
                 other => log::warn!(
                     "STRATAFS_DISABLE: unknown name {other:?} (known: {})",
                     NAMES.join(", ")
@@ -90,8 +95,8 @@ mod tests {
 
     #[test]
     fn names_turn_means_off() {
-        let m = Means::parse("negative, cache_dir,bogus,killpriv,readdirplus");
-        assert!(!m.negative && !m.cache_dir && !m.killpriv);
+        let m = Means::parse("negative, cache_dir,bogus,killpriv,readdirplus,prefill");
+        assert!(!m.negative && !m.cache_dir && !m.killpriv && !m.prefill);
         assert_eq!(m.readdirplus, Mode::Off);
         assert!(m.passthrough && m.keep_cache && m.parallel_dirops && m.big_writes);
         let all = Means::parse("");

@@ -306,6 +306,7 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     cfg.n_threads = Some(threads);
     cfg.clone_fd = can_clone;
     let fs = StrataFs::new(Arc::new(ov));
+    let prefill = fs.prefill.clone();
     let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -313,6 +314,7 @@ pub fn run(req: MountRequest) -> Result<(), String> {
             return Err(format!("FUSE handshake failed: {e}"));
         }
     };
+    prefill.set_notifier(session.notifier());
     info!("mounted {} ({threads} threads)", mountpoint.display());
     if sys::geteuid() == 0 {
         raise_readahead(&mountpoint);

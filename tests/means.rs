@@ -59,7 +59,7 @@ fn every_mean_off_behaves_the_same() {
     assert_root();
     exercise(&[(
         "STRATAFS_DISABLE",
-        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv,readdirplus",
+        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv,readdirplus,prefill",
     )]);
 }
 
@@ -271,4 +271,50 @@ fn big_lower_files_of_a_read_only_mount_are_passthrough() {
         .unwrap();
     let want = format!("{} 0 {}\n", 3_000_000 % 251, 3 << 20);
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
+
+/// Small lower files have their pages handed to the kernel at their first open
+/// (prefill.rs): what reads and maps show is the file, at every size around page and
+/// limit boundaries, also after a copy-up wrote to it (through passthrough, or
+/// through the daemon and the page cache).
+#[test]
+fn small_lower_files_read_right_when_their_pages_were_handed_over() {
+    assert_root();
+    for env in [vec![], vec![("STRATAFS_NO_PASSTHROUGH", "1")]] {
+        let t = TempDir::new("prefill");
+        let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+        let sizes = [0usize, 1, 4095, 4096, 4097, 65536, 65537, 100_000];
+        let content = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 253) as u8 + 1).collect() };
+        for n in sizes {
+            fs::write(l.join(format!("f{n}")), content(n)).unwrap();
+        }
+        let opts = layer_opts(&[&l], Some((&u, &w)));
+        let m = Mount::with_env(&opts, &t.dir("m"), &env);
+        for n in sizes {
+            let p = m.p(&format!("f{n}"));
+            for _ in 0..2 {
+                assert!(fs::read(&p).unwrap() == content(n), "f{n} {env:?}");
+            }
+            assert_eq!(fs::metadata(&p).unwrap().len(), n as u64);
+        }
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import mmap,sys\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint(m[4096], m[4095], len(m))")
+            .arg(m.p("f4097"))
+            .output()
+            .unwrap();
+        let c = content(4097);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{} {} 4097\n", c[4096], c[4095])
+        );
+        // Written after its pages were handed over: copied up, and read back new.
+        let mut want = content(4097);
+        want.extend_from_slice(b"tail");
+        append(&m.p("f4097"), "tail");
+        assert!(fs::read(m.p("f4097")).unwrap() == want, "{env:?}");
+        assert!(fs::read(u.join("f4097")).unwrap() == want, "{env:?}");
+        fs::write(m.p("f1"), b"x").unwrap();
+        assert_eq!(fs::read(m.p("f1")).unwrap(), b"x");
+    }
 }
