@@ -72,6 +72,11 @@ impl RealFd {
         })
     }
 
+    /// Is this a lower file opened for reading (opened, or to open, by name)?
+    pub fn is_lower(&self) -> bool {
+        self.at.is_some()
+    }
+
     /// The fd, if it is open already.
     pub fn if_open(&self) -> Option<Arc<OwnedFd>> {
         self.fd.get().cloned()
@@ -195,6 +200,29 @@ impl Handles {
         let real = self.files.get(&fh).map(|f| f.fd.clone());
         real.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?
             .get()
+    }
+
+    /// The fd a read of handle `fh` goes to: its own, or, for a lower file copied up
+    /// since the handle was opened, the upper copy (opened at the first such read and
+    /// kept in the handle), as kernel overlayfs reads do after a copy-up.
+    pub fn read_fd(&self, ov: &Overlay, fh: u64) -> io::Result<Arc<OwnedFd>> {
+        let (ino, real) = self
+            .files
+            .get(&fh)
+            .map(|f| (f.ino, f.fd.clone()))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        if real.is_lower() {
+            let node = ov.table.get(ino);
+            if let Some(node) = node.filter(|n| ov.layer(n.stack().top()).is_upper) {
+                let flags = real.at.as_ref().map_or(libc::O_RDONLY, |a| a.2);
+                let up = Arc::new(open(ov, &node, flags)?);
+                if let Some(mut f) = self.files.get_mut(&fh) {
+                    f.fd = RealFd::open(up.clone());
+                }
+                return Ok(up);
+            }
+        }
+        real.get()
     }
 
     pub fn file(&self, fh: u64) -> Option<Arc<OwnedFd>> {

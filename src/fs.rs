@@ -257,7 +257,13 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.on_file(fh, |fd| file::read(fd, offset, size)) {
+        let read = self
+            .ov
+            .handles
+            .read_fd(&self.ov, fh.0)
+            .and_then(|fd| file::read(&fd, offset, size))
+            .map_err(errno);
+        match read {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
