@@ -237,7 +237,7 @@ impl Filesystem for StrataFs {
         let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
         let _kept = kept;
         if backing.is_none() {
-            self.prefill.first_open(&n, &fd, flags.0);
+            self.prefill.first_open(&self.ov, &n, &fd, flags.0);
         }
         let fh = self.ov.handles.add_file(n.ino, fd, backing.clone(), key);
         match backing {

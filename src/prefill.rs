@@ -7,9 +7,11 @@
 //! the cache already (and kept there by KEEP_CACHE, a lower never changes), reading
 //! the file costs neither: `tar` or `grep -r` of a tree of small files makes two
 //! round trips a file fewer. Each node is handed over once in its life (the kernel
-//! may drop the pages later; then READs fetch them again), and one thread at a
-//! time does it, so the others are always free to answer the READs of pages it may
-//! wait for. `STRATAFS_DISABLE=prefill` turns it off.
+//! may drop the pages later; then READs fetch them again), one thread at a time
+//! does it, so the others are always free to answer the READs of pages it may wait
+//! for, and it holds off copy-ups of the node meanwhile (pages a writer put in the
+//! kernel after one must not be overwritten). `STRATAFS_DISABLE=prefill` turns it
+//! off.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use log::debug;
 
 use crate::file::RealFd;
 use crate::inode::Node;
+use crate::overlay::Overlay;
 use crate::sys;
 
 /// Files up to this size are handed over.
@@ -50,7 +53,7 @@ impl Prefill {
     /// real file `fd` (a lower file not opened yet, served by the daemon) to the
     /// kernel, if the file is small, this is the node's first open since the kernel
     /// learnt of it, and no other thread is at it.
-    pub fn first_open(&self, node: &Node, fd: &RealFd, flags: i32) {
+    pub fn first_open(&self, ov: &Overlay, node: &Node, fd: &RealFd, flags: i32) {
         let Some(notifier) = self.notifier.get() else {
             return;
         };
@@ -65,6 +68,12 @@ impl Prefill {
             return; // handed over before
         }
         let pushed = (|| -> std::io::Result<usize> {
+            // No copy-up meanwhile: after one, a writer served by the daemon may have
+            // pages in the kernel that these would overwrite.
+            let _no_copy_up = node.copy_lock.lock();
+            if ov.layer(node.stack().top()).is_upper {
+                return Ok(0);
+            }
             let real = fd.get()?;
             let st = sys::fstat(real.as_fd())?;
             if st.st_size <= 0 || st.st_size > MAX_SIZE {
