@@ -50,7 +50,7 @@ impl LayerRef {
 pub struct Stack {
     /// Inline for the common single-layer node: one allocation less per inode.
     pub refs: SmallVec<[LayerRef; 1]>,
-    fds: Vec<OnceLock<Arc<OwnedFd>>>,
+    fds: Box<[OnceLock<Arc<OwnedFd>>]>,
     /// How many of `fds` count against the fd budget.
     budgeted: AtomicU32,
     /// Bits 0-29: layer positions whose directory is known free of `.wh.` names, so
@@ -92,7 +92,7 @@ impl Stack {
         let fds = if is_dir {
             refs.iter().map(|_| OnceLock::new()).collect()
         } else {
-            Vec::new()
+            Box::default()
         };
         Stack {
             refs: refs.into_iter().collect(),
@@ -636,5 +636,15 @@ impl InodeTable {
             node.nlookup.store(next, Ordering::Release);
             next == 0
         });
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// Every node holds a stack in an `Arc`: 56 bytes keep that allocation in
+    /// malloc's 80-byte chunks (the memory targets of docs/performance.md).
+    #[test]
+    fn a_stack_stays_small() {
+        assert!(std::mem::size_of::<super::Stack>() <= 56);
     }
 }
