@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use fuser::{INodeNo, Notifier};
 use log::debug;
+use parking_lot::Mutex;
 
 use crate::file::RealFd;
 use crate::inode::Node;
@@ -33,6 +34,9 @@ pub struct Prefill {
     notifier: OnceLock<Notifier>,
     /// A thread is handing pages over.
     busy: AtomicBool,
+    /// What it reads the file into: one buffer for all, as one thread at a time
+    /// uses it (a buffer each would stay in each thread's malloc arena).
+    buf: Mutex<Vec<u8>>,
 }
 
 impl Prefill {
@@ -41,6 +45,7 @@ impl Prefill {
             on,
             notifier: OnceLock::new(),
             busy: AtomicBool::new(false),
+            buf: Mutex::new(Vec::new()),
         }
     }
 
@@ -79,9 +84,21 @@ impl Prefill {
             if st.st_size <= 0 || st.st_size > MAX_SIZE {
                 return Ok(0);
             }
-            let data = crate::file::read(&real, 0, st.st_size as u32)?;
-            notifier.store(INodeNo(node.ino), 0, &data)?;
-            Ok(data.len())
+            let mut buf = self.buf.lock();
+            buf.resize(MAX_SIZE as usize, 0);
+            let mut done = 0;
+            while done < st.st_size as usize {
+                match sys::pread(
+                    real.as_fd(),
+                    &mut buf[done..st.st_size as usize],
+                    done as u64,
+                )? {
+                    0 => break,
+                    n => done += n,
+                }
+            }
+            notifier.store(INodeNo(node.ino), 0, &buf[..done])?;
+            Ok(done)
         })();
         self.busy.store(false, Ordering::Release);
         match pushed {
