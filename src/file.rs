@@ -52,7 +52,9 @@ pub fn keep_flags(flags: i32) -> i32 {
 /// of a lower file then costs the daemon no open(2) and no close(2).
 pub struct RealFd {
     fd: OnceLock<Arc<OwnedFd>>,
-    /// Where to open it, and with which flags, while not yet open.
+    /// Where to open it, and with which flags: a lower file opened for reading. Kept
+    /// once it is open, as the mark of such a handle (`is_lower`: its reads move to
+    /// the upper copy after a copy-up).
     at: Option<(Arc<OwnedFd>, CString, i32)>,
 }
 
