@@ -104,10 +104,9 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     let stack = Stack::new(refs, node.kind == FileType::Directory);
     if node.kind == FileType::Directory {
         // The layers below keep what was known of them, one position down; the new
-        // upper directory is empty, and stays free of `.wh.` names while whiteouts
-        // are char devices (readdir.rs).
+        // upper directory is empty, and may stay free of `.wh.` names.
         stack.note_aufs_free_bits(old.aufs_free_bits() << 1);
-        if work.whiteout == crate::work::WhiteoutFormat::CharDev {
+        if work.upper_stays_aufs_free() {
             stack.note_aufs_free(0);
         }
     }

@@ -235,13 +235,9 @@ fn finish_create(
         .table
         .lookup_ref(ino, kind, parent, name, vec![LayerRef::new(0)]);
     if matches!(what, New::Dir { .. })
-        && ov
-            .work
-            .as_ref()
-            .is_some_and(|w| w.whiteout == WhiteoutFormat::CharDev)
+        && ov.work.as_ref().is_some_and(|w| w.upper_stays_aufs_free())
     {
-        // A new directory has no `.wh.` names, and gets none while whiteouts are
-        // char devices (readdir.rs).
+        // A new directory has no `.wh.` names, and may stay so.
         node.stack().note_aufs_free(0);
     }
     Ok((node, st, file))

@@ -53,7 +53,7 @@ pub fn keep_flags(flags: i32) -> i32 {
 pub struct RealFd {
     fd: OnceLock<Arc<OwnedFd>>,
     /// Where to open it, and with which flags: a lower file opened for reading. Kept
-    /// once it is open, as the mark of such a handle (`is_lower`: its reads move to
+    /// once it is open, as the mark of such a handle (`lower_flags`: its reads move to
     /// the upper copy after a copy-up).
     at: Option<(Arc<OwnedFd>, CString, i32)>,
 }
@@ -74,9 +74,10 @@ impl RealFd {
         })
     }
 
-    /// Is this a lower file opened for reading (opened, or to open, by name)?
-    pub fn is_lower(&self) -> bool {
-        self.at.is_some()
+    /// The flags of a lower file opened for reading (opened, or to open, by name);
+    /// `None` for any other file.
+    fn lower_flags(&self) -> Option<i32> {
+        self.at.as_ref().map(|a| a.2)
     }
 
     /// The fd, if it is open already.
@@ -213,10 +214,9 @@ impl Handles {
             .get(&fh)
             .map(|f| (f.ino, f.fd.clone()))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-        if real.is_lower() {
+        if let Some(flags) = real.lower_flags() {
             let node = ov.table.get(ino);
             if let Some(node) = node.filter(|n| ov.layer(n.stack().top()).is_upper) {
-                let flags = real.at.as_ref().map_or(libc::O_RDONLY, |a| a.2);
                 let up = Arc::new(open(ov, &node, flags)?);
                 if let Some(mut f) = self.files.get_mut(&fh) {
                     f.fd = RealFd::open(up.clone());
@@ -366,6 +366,13 @@ pub fn write(fd: &OwnedFd, offset: u64, data: &[u8]) -> io::Result<usize> {
 /// Reads up to `size` bytes at `offset`, short only at end of file.
 pub fn read(fd: &OwnedFd, offset: u64, size: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; size as usize];
+    let done = read_into(fd, offset, &mut buf)?;
+    buf.truncate(done);
+    Ok(buf)
+}
+
+/// Fills `buf` from `offset`, short only at end of file; returns how much it read.
+pub fn read_into(fd: &OwnedFd, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         let n = sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64)?;
@@ -374,6 +381,5 @@ pub fn read(fd: &OwnedFd, offset: u64, size: u32) -> io::Result<Vec<u8>> {
         }
         done += n;
     }
-    buf.truncate(done);
-    Ok(buf)
+    Ok(done)
 }

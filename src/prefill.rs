@@ -86,17 +86,7 @@ impl Prefill {
             }
             let mut buf = self.buf.lock();
             buf.resize(MAX_SIZE as usize, 0);
-            let mut done = 0;
-            while done < st.st_size as usize {
-                match sys::pread(
-                    real.as_fd(),
-                    &mut buf[done..st.st_size as usize],
-                    done as u64,
-                )? {
-                    0 => break,
-                    n => done += n,
-                }
-            }
+            let done = crate::file::read_into(&real, 0, &mut buf[..st.st_size as usize])?;
             notifier.store(INodeNo(node.ino), 0, &buf[..done])?;
             Ok(done)
         })();

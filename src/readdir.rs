@@ -64,10 +64,7 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
         },
     ];
     let stack = node.stack();
-    let chardev_whiteouts = ov
-        .work
-        .as_ref()
-        .is_some_and(|w| w.whiteout == crate::work::WhiteoutFormat::CharDev);
+    let upper_stays_free = ov.work.as_ref().is_some_and(|w| w.upper_stays_aufs_free());
     // Names already shown, or whited out by a layer above.
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     for (pos, lref) in stack.refs.iter().enumerate() {
@@ -136,7 +133,7 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
         // A lower never changes; an upper directory gets no `.wh.` name from us
         // while whiteouts are char devices (such names cannot be made through the
         // mount), so what this listing found stays true for the life of the stack.
-        if !aufs_names && (!layer.is_upper || chardev_whiteouts) {
+        if !aufs_names && (!layer.is_upper || upper_stays_free) {
             stack.note_aufs_free(pos);
             if let Ok(st) = sys::fstat(rd.as_fd()) {
                 ov.aufs_free_dirs.note(lref.layer, &st);

@@ -51,6 +51,14 @@ pub struct Work {
 }
 
 impl Work {
+    /// Do upper directories stay free of `.wh.` names? They do while whiteouts are
+    /// char devices: the daemon then makes no such name, and none can be made
+    /// through the mount. So what a listing or a mkdir found of an upper directory
+    /// holds for the life of its node (readdir.rs, dir.rs, copy_up.rs).
+    pub fn upper_stays_aufs_free(&self) -> bool {
+        self.whiteout == WhiteoutFormat::CharDev
+    }
+
     /// Opens (creating if needed) `workdir/work`, empties it of leftovers from an
     /// earlier run, and probes what the filesystem allows.
     pub fn open(workdir: &Path) -> Result<Work, String> {
