@@ -160,6 +160,29 @@ fn listings_with_and_without_attributes_agree() {
         .any(|e| e.ends_with("/d07/file-with-a-longish-name-0599 4")));
 }
 
+/// Has the daemon `pid` a file open at `path`?
+fn open_in_daemon(pid: u32, path: &std::path::Path) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+        .any(|l| l == path)
+}
+
+/// Bytes `a` and `b` and the length of `path` as a shared read-only mapping shows
+/// them ("A B LEN\n").
+fn mapped(path: &std::path::Path, a: usize, b: usize) -> String {
+    let script = format!(
+        "import mmap,sys\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint(m[{a}], m[{b}], len(m))"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The daemon's fds that point at deleted files.
 fn deleted_fds(pid: u32) -> Vec<String> {
     fs::read_dir(format!("/proc/{pid}/fd"))
@@ -194,13 +217,7 @@ fn kept_files_never_outlive_their_names() {
         assert_eq!(fs::read_to_string(u.join(name)).unwrap(), want, "{name}");
     }
     // The released files are still open in the daemon, kept.
-    let open_in_daemon = |p: &std::path::Path| {
-        fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
-            .any(|l| l == p)
-    };
-    assert!(open_in_daemon(&u.join("a")) && open_in_daemon(&u.join("c")));
+    assert!(open_in_daemon(pid, &u.join("a")) && open_in_daemon(pid, &u.join("c")));
     // A truncating open truncates, though a file like it is kept.
     fs::OpenOptions::new()
         .write(true)
@@ -248,29 +265,17 @@ fn big_lower_files_of_a_read_only_mount_are_passthrough() {
     drop(f);
     assert_eq!(fs::read(m.p("big")).unwrap(), big);
     assert_eq!(fs::read_to_string(m.p("small")).unwrap(), "small\n");
-    let open_in_daemon = |p: &std::path::Path| {
-        fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
-            .any(|l| l == p)
-    };
     assert!(
-        open_in_daemon(&l1.join("big")),
+        open_in_daemon(pid, &l1.join("big")),
         "big is not kept (not passthrough?)"
     );
     assert!(
-        wait_for(5, || !open_in_daemon(&l2.join("small"))),
+        wait_for(5, || !open_in_daemon(pid, &l2.join("small"))),
         "small is still open in the daemon"
     );
     // mmap goes to the backing file too.
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg("import mmap,sys\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint(m[3000000], m[0], len(m))")
-        .arg(m.p("big"))
-        .output()
-        .unwrap();
     let want = format!("{} 0 {}\n", 3_000_000 % 251, 3 << 20);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    assert_eq!(mapped(&m.p("big"), 3_000_000, 0), want);
 }
 
 /// Small lower files have their pages handed to the kernel at their first open
@@ -297,15 +302,9 @@ fn small_lower_files_read_right_when_their_pages_were_handed_over() {
             }
             assert_eq!(fs::metadata(&p).unwrap().len(), n as u64);
         }
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg("import mmap,sys\nf=open(sys.argv[1],'rb')\nm=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\nprint(m[4096], m[4095], len(m))")
-            .arg(m.p("f4097"))
-            .output()
-            .unwrap();
         let c = content(4097);
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
+            mapped(&m.p("f4097"), 4096, 4095),
             format!("{} {} 4097\n", c[4096], c[4095])
         );
         // Written after its pages were handed over: copied up, and read back new.

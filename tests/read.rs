@@ -123,11 +123,7 @@ fn merge_whiteouts_and_opaque_in_every_format() {
         "d/.wh.gone-wh",
         "opq-aufs/.wh..wh..opq",
     ] {
-        assert_eq!(
-            errno_of(fs::symlink_metadata(m.p(gone))),
-            libc::ENOENT,
-            "{gone}"
-        );
+        assert_gone(&m, gone, "");
     }
     // topmost wins; a non-dir hides a lower dir and the other way round
     assert_eq!(fs::read_to_string(m.p("replaced")).unwrap(), "upper\n");
@@ -216,11 +212,7 @@ fn aufs_whiteouts_hide_after_the_kernel_forgets_the_listed_directories() {
             "opq-aufs/h",
             "d/nothing",
         ] {
-            assert_eq!(
-                errno_of(fs::symlink_metadata(m.p(gone))),
-                libc::ENOENT,
-                "{gone}, round {round}"
-            );
+            assert_gone(&m, gone, &format!(", round {round}"));
         }
         assert_eq!(fs::read_to_string(m.p("d/keep")).unwrap(), "keep\n");
         assert_eq!(
@@ -231,6 +223,15 @@ fn aufs_whiteouts_hide_after_the_kernel_forgets_the_listed_directories() {
         drop_caches();
     }
     m.unmount();
+}
+
+/// `name` is not found through the mount (ENOENT); `ctx` follows it in the message.
+fn assert_gone(m: &Mount, name: &str, ctx: &str) {
+    assert_eq!(
+        errno_of(fs::symlink_metadata(m.p(name))),
+        libc::ENOENT,
+        "{name}{ctx}"
+    );
 }
 
 fn statvfs(p: &Path) -> libc::statvfs {
