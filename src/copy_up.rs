@@ -101,7 +101,7 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     if node.kind == FileType::Directory {
         refs.extend(old.refs.iter().cloned());
     }
-    let stack = Stack::new(refs, node.kind == FileType::Directory);
+    let stack = Stack::of(refs, node.kind == FileType::Directory);
     if node.kind == FileType::Directory {
         // The layers below keep what was known of them, one position down; the new
         // upper directory is empty, and may stay free of `.wh.` names.

@@ -12,7 +12,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,9 +59,9 @@ pub struct Stack {
     /// readdir.rs; or copy-up just made the upper directory). Bit 31 (`IMPURE`): the
     /// upper directory is known to carry the impure mark. Bits 32-61: positions
     /// whose directory was already looked for among those earlier listings found
-    /// free (`whiteout::AufsFreeDirs`). Bit 62 (`PREFILLED`, files): the file's
-    /// pages were handed to the kernel (prefill.rs). Bit 63 (`NO_DEFAULT_ACL`): the
-    /// upper directory is known to have no default ACL.
+    /// free (`whiteout::AufsFreeDirs`). Bit 63 (`NO_DEFAULT_ACL`): the upper
+    /// directory is known to have no default ACL. Only directories learn these: the
+    /// stack of a file is shared (`Stack::of`).
     known: AtomicU64,
 }
 
@@ -72,8 +72,6 @@ const AUFS_MASK: u64 = (1 << AUFS_BITS) - 1;
 const IMPURE: u64 = 1 << 31;
 /// Where the "already asked" bits of `Stack::known` start.
 const ASKED_SHIFT: usize = 32;
-/// The bit of `Stack::known` that says a file's pages were handed to the kernel.
-const PREFILLED: u64 = 1 << 62;
 /// The bit of `Stack::known` that says the upper directory has no default ACL.
 const NO_DEFAULT_ACL: u64 = 1 << 63;
 
@@ -99,6 +97,16 @@ impl Stack {
             fds,
             budgeted: AtomicU32::new(0),
             known: AtomicU64::new(0),
+        }
+    }
+
+    /// The stack of a node with layers `refs`. Every file or other non-directory held
+    /// in one layer with nothing more to say shares one stack per layer: it keeps no
+    /// fds and learns nothing, and a walk of a big tree saves one allocation a file.
+    pub fn of(refs: Vec<LayerRef>, is_dir: bool) -> Arc<Stack> {
+        match refs.as_slice() {
+            [r] if !is_dir && *r == LayerRef::new(r.layer) => shared_file_stack(r.layer),
+            _ => Arc::new(Stack::new(refs, is_dir)),
         }
     }
 
@@ -161,11 +169,6 @@ impl Stack {
         self.known.fetch_or(NO_DEFAULT_ACL, Ordering::Relaxed);
     }
 
-    /// Marks the file's pages handed to the kernel; were they before?
-    pub fn note_prefilled(&self) -> bool {
-        self.known.fetch_or(PREFILLED, Ordering::Relaxed) & PREFILLED != 0
-    }
-
     /// The upper directory's default ACL may have changed.
     pub fn forget_no_default_acl(&self) {
         self.known.fetch_and(!NO_DEFAULT_ACL, Ordering::Relaxed);
@@ -201,6 +204,20 @@ impl Stack {
     }
 }
 
+/// The shared stack of plain non-directory nodes in `layer`.
+fn shared_file_stack(layer: u16) -> Arc<Stack> {
+    static SHARED: RwLock<Vec<Arc<Stack>>> = RwLock::new(Vec::new());
+    if let Some(s) = SHARED.read().get(layer as usize) {
+        return s.clone();
+    }
+    let mut all = SHARED.write();
+    while all.len() <= layer as usize {
+        let l = all.len() as u16;
+        all.push(Arc::new(Stack::new(vec![LayerRef::new(l)], false)));
+    }
+    all[layer as usize].clone()
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         CACHED_FDS.fetch_sub(
@@ -233,7 +250,12 @@ pub struct Node {
     stack: RwLock<Arc<Stack>>,
     /// Held while this node is copied up, so concurrent writers copy it once.
     pub copy_lock: Mutex<()>,
+    /// `PREFILLED`: the file's pages were handed to the kernel (prefill.rs).
+    flags: AtomicU8,
 }
+
+/// The bit of `Node::flags` that says a file's pages were handed to the kernel.
+const PREFILLED: u8 = 1;
 
 /// The kernel allows one way of I/O per FUSE inode at a time: all its open files go
 /// through one shared backing file (passthrough), or all through the daemon.
@@ -261,8 +283,9 @@ impl Node {
                 parent: Some(parent),
                 name,
             }]),
-            stack: RwLock::new(Arc::new(Stack::new(refs, kind == FileType::Directory))),
+            stack: RwLock::new(Stack::of(refs, kind == FileType::Directory)),
             copy_lock: Mutex::new(()),
+            flags: AtomicU8::new(0),
         }
     }
 
@@ -281,6 +304,7 @@ impl Node {
             }]),
             stack: RwLock::new(Arc::new(stack)),
             copy_lock: Mutex::new(()),
+            flags: AtomicU8::new(0),
         }
     }
 
@@ -288,8 +312,13 @@ impl Node {
         self.stack.read().clone()
     }
 
-    pub fn set_stack(&self, stack: Stack) {
-        *self.stack.write() = Arc::new(stack);
+    pub fn set_stack(&self, stack: Arc<Stack>) {
+        *self.stack.write() = stack;
+    }
+
+    /// Marks the file's pages handed to the kernel; were they before?
+    pub fn note_prefilled(&self) -> bool {
+        self.flags.fetch_or(PREFILLED, Ordering::Relaxed) & PREFILLED != 0
     }
 
     /// The node's current (parent, name), if it still has a name.
@@ -361,8 +390,7 @@ impl Node {
             self.add_alias(parent, name);
         }
         if self.stack.read().refs[..] != *refs {
-            *self.stack.write() =
-                Arc::new(Stack::new(refs.to_vec(), self.kind == FileType::Directory));
+            *self.stack.write() = Stack::of(refs.to_vec(), self.kind == FileType::Directory);
         }
     }
 
@@ -641,10 +669,27 @@ impl InodeTable {
 
 #[cfg(test)]
 mod size {
-    /// Every node holds a stack in an `Arc`: 56 bytes keep that allocation in
+    /// Every directory node holds a stack in an `Arc`: 56 bytes keep that allocation in
     /// malloc's 80-byte chunks (the memory targets of docs/performance.md).
     #[test]
     fn a_stack_stays_small() {
         assert!(std::mem::size_of::<super::Stack>() <= 56);
+    }
+
+    /// Plain files of one layer share a stack; directories never do, nor does a
+    /// file whose layer entry says more than its layer.
+    #[test]
+    fn plain_file_stacks_are_shared_per_layer() {
+        use super::{LayerRef, Stack};
+        use std::sync::Arc;
+        let file = |l| Stack::of(vec![LayerRef::new(l)], false);
+        assert!(Arc::ptr_eq(&file(3), &file(3)));
+        assert!(!Arc::ptr_eq(&file(3), &file(2)));
+        assert_eq!(file(2).top(), 2);
+        let dir = |l| Stack::of(vec![LayerRef::new(l)], true);
+        assert!(!Arc::ptr_eq(&dir(3), &dir(3)));
+        let mut marked = LayerRef::new(3);
+        marked.xwhiteouts = true;
+        assert!(!Arc::ptr_eq(&Stack::of(vec![marked], false), &file(3)));
     }
 }

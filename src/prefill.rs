@@ -68,7 +68,7 @@ impl Prefill {
         if self.busy.swap(true, Ordering::Acquire) {
             return;
         }
-        if node.stack().note_prefilled() {
+        if node.note_prefilled() {
             self.busy.store(false, Ordering::Release);
             return; // handed over before
         }
