@@ -42,6 +42,9 @@ pub struct Work {
     pub whiteout: WhiteoutFormat,
     pub ns: XattrNs,
     next: AtomicU64,
+    /// Part of every temporary name: the process that made the `Work` (asked once,
+    /// as each ask is a syscall; names stay unique by `next` within one daemon).
+    pid: u32,
     /// The char 0/0 whiteout in the work dir that new whiteouts are hard links to, as
     /// kernel overlayfs shares one: a link allocates no inode.
     shared_whiteout: Mutex<Option<CString>>,
@@ -105,6 +108,7 @@ impl Work {
             whiteout,
             ns,
             next: AtomicU64::new(1),
+            pid: std::process::id(),
             shared_whiteout: Mutex::new(None),
             creator,
         })
@@ -154,7 +158,7 @@ impl Work {
     /// A fresh name for a temporary object in the work directory.
     pub fn tmp_name(&self) -> CString {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        CString::new(format!("#{:x}.{n:x}", std::process::id())).unwrap_or_default()
+        CString::new(format!("#{:x}.{n:x}", self.pid)).unwrap_or_default()
     }
 
     /// The full name of overlay xattr `what` (`opaque`, `redirect`, ...) in our namespace.
