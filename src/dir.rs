@@ -520,7 +520,7 @@ fn moved(
                 r
             })
             .collect();
-        node.set_stack(Arc::new(Stack::new(refs, true)));
+        node.set_stack(Stack::of(refs, true));
     }
 }
 

@@ -383,13 +383,7 @@ impl Node {
         if new_top > cur_top {
             // Another name (a lower hard link) of a node already copied up: the node
             // stays in the upper; the name is remembered as a further alias.
-            let a = &mut self.place.write().aliases;
-            if !a.iter().any(|l| l.is(parent, name)) {
-                a.push(Loc {
-                    parent: Some(parent.clone()),
-                    name: name.clone(),
-                });
-            }
+            self.add_alias_last(parent, name);
             return;
         }
         let (known, same_layers) = {

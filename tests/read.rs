@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Three lowers and an upper exercising every format.
 fn fixture(
@@ -78,13 +78,18 @@ fn fixture(
     (vec![l1, l2, l3], u, w)
 }
 
+/// The fixture's layers, mounted with its upper; and the upper's path.
+fn mount_fixture(t: &TempDir) -> (Mount, PathBuf) {
+    let (lowers, u, w) = fixture(t);
+    let lrefs: Vec<&Path> = lowers.iter().map(|p| p.as_path()).collect();
+    (Mount::layers(&lrefs, Some((&u, &w)), &t.dir("m")), u)
+}
+
 #[test]
 fn merge_whiteouts_and_opaque_in_every_format() {
     assert_root();
     let t = TempDir::new("read");
-    let (lowers, u, w) = fixture(&t);
-    let lrefs: Vec<&Path> = lowers.iter().map(|p| p.as_path()).collect();
-    let m = Mount::layers(&lrefs, Some((&u, &w)), &t.dir("m"));
+    let (m, u) = mount_fixture(&t);
 
     assert_eq!(
         names(&m.p("")),
@@ -197,9 +202,7 @@ fn merge_whiteouts_and_opaque_in_every_format() {
 fn aufs_whiteouts_hide_after_the_kernel_forgets_the_listed_directories() {
     assert_root();
     let t = TempDir::new("read-forget");
-    let (lowers, u, w) = fixture(&t);
-    let lrefs: Vec<&Path> = lowers.iter().map(|p| p.as_path()).collect();
-    let m = Mount::layers(&lrefs, Some((&u, &w)), &t.dir("m"));
+    let (m, _) = mount_fixture(&t);
     for round in 0..2 {
         for dir in ["", "d", "opq-aufs", "file-to-dir"] {
             names(&m.p(dir));
