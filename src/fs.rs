@@ -33,6 +33,8 @@ pub struct StrataFs {
     rdplus: crate::rdplus::Policy,
     /// Small lower files handed to the kernel at their first open.
     pub prefill: Arc<crate::prefill::Prefill>,
+    /// The files of listings read ahead, for callers that read what they list.
+    prefetch: crate::prefetch::Prefetch,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -53,11 +55,13 @@ impl StrataFs {
         let prefill = Arc::new(crate::prefill::Prefill::new(
             means.prefill && means.keep_cache,
         ));
+        let prefetch = crate::prefetch::Prefetch::new(means.prefetch);
         StrataFs {
             ov,
             means,
             rdplus,
             prefill,
+            prefetch,
         }
     }
 
@@ -68,6 +72,23 @@ impl StrataFs {
         } else {
             FopenFlags::empty()
         }
+    }
+
+    /// A listed file to read ahead: a small one, at its own name in its layer, whose
+    /// pages were not handed to the kernel yet.
+    fn prefetch_job(
+        &self,
+        dir: &Node,
+        node: &Node,
+        layer: u16,
+        size: i64,
+        name: std::ffi::CString,
+    ) -> Option<crate::prefetch::Job> {
+        if size <= 0 || size > crate::prefetch::MAX_SIZE || node.prefilled() {
+            return None;
+        }
+        let dir = dir.dir_fd(&self.ov, layer).ok()?;
+        Some(crate::prefetch::Job { dir, name, size })
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
@@ -234,6 +255,9 @@ impl Filesystem for StrataFs {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
+        if !file::wants_write(flags.0) {
+            self.prefetch.note_open();
+        }
         let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
         let _kept = kept;
         if backing.is_none() {
@@ -374,6 +398,8 @@ impl Filesystem for StrataFs {
             _ => None,
         };
         let end = end.unwrap_or(entries.len());
+        let read_ahead = self.prefetch.wanted(dir.ino, offset);
+        let (mut files, mut jobs) = (0, Vec::new());
         for (i, e) in entries.iter().enumerate().take(end).skip(offset as usize) {
             let off = i as u64 + 1;
             let name = OsStr::from_bytes(&e.name);
@@ -394,6 +420,13 @@ impl Filesystem for StrataFs {
             let Ok(found) = namei::lookup(&self.ov, &dir, &cname) else {
                 continue; // gone meanwhile
             };
+            // Where a file to read ahead is: its layer, if at its own name there.
+            let layer = match found.refs.first() {
+                Some(top) if found.kind == FileType::RegularFile && top.path.is_none() => {
+                    Some(top.layer)
+                }
+                _ => None,
+            };
             let node = self
                 .ov
                 .table
@@ -403,8 +436,15 @@ impl Filesystem for StrataFs {
                 self.ov.table.forget(node.ino, 1); // did not fit: not handed out
                 break;
             }
+            if found.kind == FileType::RegularFile {
+                files += 1;
+                if let (true, Some(layer)) = (read_ahead, layer) {
+                    jobs.extend(self.prefetch_job(&dir, &node, layer, found.stat.st_size, cname));
+                }
+            }
         }
         reply.ok();
+        self.prefetch.listed(files, jobs);
     }
 
     fn releasedir(

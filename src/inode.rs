@@ -327,6 +327,11 @@ impl Node {
         let _old = std::mem::replace(&mut self.place.write().stack, stack);
     }
 
+    /// Were the file's pages handed to the kernel?
+    pub fn prefilled(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & PREFILLED != 0
+    }
+
     /// Marks the file's pages handed to the kernel; were they before?
     pub fn note_prefilled(&self) -> bool {
         self.flags.fetch_or(PREFILLED, Ordering::Relaxed) & PREFILLED != 0

@@ -23,6 +23,7 @@ mod namei;
 mod options;
 mod overlay;
 mod override_stat;
+mod prefetch;
 mod prefill;
 mod rdplus;
 mod readdir;

@@ -7,7 +7,8 @@
 //! `security.capability` instead of asking before every write), `readdirplus`
 //! (listings carry attributes where callers were seen to stat what they list,
 //! rdplus.rs; `STRATAFS_READDIRPLUS=1`: always), `prefill` (small lower files' pages
-//! handed to the kernel at their first open, prefill.rs).
+//! handed to the kernel at their first open, prefill.rs), `prefetch` (the files of a
+//! listing read ahead where callers were seen to read what they list, prefetch.rs).
 
 use crate::rdplus::Mode;
 
@@ -24,9 +25,10 @@ pub struct Means {
     pub killpriv: bool,
     pub readdirplus: crate::rdplus::Mode,
     pub prefill: bool,
+    pub prefetch: bool,
 }
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "passthrough",
     "negative",
     "keep_cache",
@@ -37,6 +39,7 @@ const NAMES: [&str; 10] = [
     "killpriv",
     "readdirplus",
     "prefill",
+    "prefetch",
 ];
 
 impl Means {
@@ -66,6 +69,7 @@ impl Means {
             killpriv: true,
             readdirplus: Mode::Learn,
             prefill: true,
+            prefetch: true,
         };
         for name in off.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -79,6 +83,7 @@ impl Means {
                 "killpriv" => m.killpriv = false,
                 "readdirplus" => m.readdirplus = Mode::Off,
                 "prefill" => m.prefill = false,
+                "prefetch" => m.prefetch = false,
                 other => log::warn!(
                     "STRATAFS_DISABLE: unknown name {other:?} (known: {})",
                     NAMES.join(", ")
@@ -95,11 +100,12 @@ mod tests {
 
     #[test]
     fn names_turn_means_off() {
-        let m = Means::parse("negative, cache_dir,bogus,killpriv,readdirplus,prefill");
-        assert!(!m.negative && !m.cache_dir && !m.killpriv && !m.prefill);
+        let m = Means::parse("negative, cache_dir,bogus,killpriv,readdirplus,prefill,prefetch");
+        assert!(!m.negative && !m.cache_dir && !m.killpriv && !m.prefill && !m.prefetch);
         assert_eq!(m.readdirplus, Mode::Off);
         assert!(m.passthrough && m.keep_cache && m.parallel_dirops && m.big_writes);
         let all = Means::parse("");
         assert!(all.negative && all.symlink_cache && all.readdirplus == Mode::Learn);
+        assert!(all.prefill && all.prefetch);
     }
 }

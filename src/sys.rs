@@ -69,6 +69,12 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     statat(fd, c"")
 }
 
+/// `readahead(2)` of the first `len` bytes of `fd`: starts reading them into the
+/// page cache and returns without waiting for the data.
+pub fn readahead(fd: BorrowedFd, len: usize) -> io::Result<()> {
+    cvt_unit(unsafe { libc::readahead(fd.as_raw_fd(), 0, len) } as libc::c_int)
+}
+
 pub fn fstatfs(fd: BorrowedFd) -> io::Result<libc::statvfs64> {
     let mut st = MaybeUninit::<libc::statvfs64>::uninit();
     cvt(unsafe { libc::fstatvfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;

@@ -59,7 +59,7 @@ fn every_mean_off_behaves_the_same() {
     assert_root();
     exercise(&[(
         "STRATAFS_DISABLE",
-        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv,readdirplus,prefill",
+        "passthrough,negative,keep_cache,cache_dir,parallel_dirops,symlink_cache,big_writes,killpriv,readdirplus,prefill,prefetch",
     )]);
 }
 
@@ -315,5 +315,100 @@ fn small_lower_files_read_right_when_their_pages_were_handed_over() {
         assert!(fs::read(u.join("f4097")).unwrap() == want, "{env:?}");
         fs::write(m.p("f1"), b"x").unwrap();
         assert_eq!(fs::read(m.p("f1")).unwrap(), b"x");
+    }
+}
+
+/// Are the first pages of `path` (a file of the test's own) in the page cache?
+fn resident(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let mut vec = vec![0u8; len.div_ceil(4096)];
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+        vec.iter().all(|b| b & 1 == 1)
+    }
+}
+
+/// Drops the pages of `path` (a file of the test's own) from the page cache.
+fn evict(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// The files of a listing are read ahead into their real files' page cache once
+/// callers were seen to read the files they list (prefetch.rs), and only then: a
+/// walker that stats what it lists reads nothing ahead, and no file of a directory
+/// nobody listed is read.
+#[test]
+fn listed_files_are_read_ahead_only_for_callers_that_read_them() {
+    assert_root();
+    let t = TempDir::new("prefetch");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    let dirs = ["a", "b", "c", "d"];
+    for d in dirs {
+        fs::create_dir(l.join(d)).unwrap();
+        for i in 0..8 {
+            fs::write(l.join(format!("{d}/f{i}")), vec![b'x' + i as u8; 9000]).unwrap();
+        }
+    }
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let m = Mount::with_env(&opts, &t.dir("m"), &[("STRATAFS_READDIRPLUS", "1")]);
+    let files = |d: &str| (0..8).map(|i| format!("{d}/f{i}")).collect::<Vec<_>>();
+    for d in dirs {
+        files(d).iter().for_each(|f| evict(&l.join(f)));
+    }
+    let in_cache = |d: &str| {
+        files(d)
+            .into_iter()
+            .filter(|f| resident(&l.join(f)))
+            .count()
+    };
+    let stat_all = |d: &str| {
+        for e in fs::read_dir(m.p(d)).unwrap() {
+            e.unwrap().metadata().unwrap();
+        }
+    };
+
+    // A stat walk reads no file.
+    stat_all("a");
+    stat_all("b");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        (in_cache("a"), in_cache("b")),
+        (0, 0),
+        "a stat walk read files"
+    );
+
+    // Reading the files of a listing, then listing another directory: its files
+    // are read ahead; those of a directory not listed are not.
+    for f in files("a") {
+        assert_eq!(fs::read(m.p(&f)).unwrap().len(), 9000);
+    }
+    stat_all("c");
+    assert!(
+        wait_for(5, || in_cache("c") == 8),
+        "c's files were not read ahead: {} of 8",
+        in_cache("c")
+    );
+    assert_eq!(
+        in_cache("d"),
+        0,
+        "files of a directory nobody listed were read"
+    );
+    for f in files("c") {
+        assert!(fs::read(m.p(&f)).unwrap() == fs::read(l.join(&f)).unwrap());
     }
 }
