@@ -88,7 +88,41 @@ impl StrataFs {
             return None;
         }
         let dir = dir.dir_fd(&self.ov, layer).ok()?;
-        Some(crate::prefetch::Job { dir, name, size })
+        let what = crate::prefetch::What::File { size };
+        Some(crate::prefetch::Job { dir, name, what })
+    }
+
+    /// After a new listing of `dir`: where a walker descends, its subdirectories are
+    /// read ahead in every layer of `dir` (prefetch.rs).
+    fn read_subdirs_ahead(&self, dir: &Node, entries: &[readdir::Entry]) {
+        let parent = dir.parent().map_or(dir.ino, |p| p.ino);
+        if !self.prefetch.descending(dir.ino, parent) {
+            return;
+        }
+        let stack = dir.stack();
+        let fds: Vec<_> = stack
+            .refs
+            .iter()
+            .filter_map(|r| dir.dir_fd(&self.ov, r.layer).ok())
+            .collect();
+        let mut jobs = Vec::new();
+        for e in entries
+            .iter()
+            .skip(2)
+            .filter(|e| e.kind == FileType::Directory)
+        {
+            let Ok(name) = std::ffi::CString::new(e.name.clone()) else {
+                continue;
+            };
+            for fd in &fds {
+                jobs.push(crate::prefetch::Job {
+                    dir: fd.clone(),
+                    name: name.clone(),
+                    what: crate::prefetch::What::Dir,
+                });
+            }
+        }
+        self.prefetch.queue(jobs);
     }
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
@@ -444,7 +478,14 @@ impl Filesystem for StrataFs {
             }
         }
         reply.ok();
-        self.prefetch.listed(files, jobs);
+        let all = match offset {
+            0 => entries
+                .iter()
+                .filter(|e| e.kind == FileType::RegularFile)
+                .count() as u64,
+            _ => 0,
+        };
+        self.prefetch.listed(offset == 0, files, all, jobs);
     }
 
     fn releasedir(
@@ -815,7 +856,11 @@ impl StrataFs {
         let handles = &self.ov.handles;
         let pid = req.pid();
         let l = handles
-            .listing(ino.0, pid, offset, || readdir::list(&self.ov, &n))
+            .listing(ino.0, pid, offset, || {
+                let l = readdir::list(&self.ov, &n)?;
+                self.read_subdirs_ahead(&n, &l);
+                Ok(l)
+            })
             .map_err(errno)?;
         if offset >= l.len() as u64 {
             handles.listing_done(ino.0, pid);

@@ -1,20 +1,27 @@
-//! Reading ahead the small files of a listing, for callers that read what they list.
+//! Reading ahead what a walker will ask for next, on a thread of its own.
 //!
-//! `tar`, `grep -r` or a backup list a directory, then open and read its files one by
-//! one, each behind a round trip to the daemon (OPEN, RELEASE) and, cold, a disk read
-//! the daemon makes while the caller waits (prefill.rs, or the first READ). Where the
-//! callers were seen to do so, the files of each new listing are read ahead into the
-//! real files' page cache by a thread of their own, `readahead(2)` each: the disk
-//! reads then run beside the round trips instead of between them, on a CPU that would
-//! otherwise wait. Whether callers read what they list is learnt as in rdplus.rs:
-//! when at least half as many files were opened for reading since the last listing as
-//! that listing held, the next listing is read ahead. `find`, `ls -l` or `git status`
-//! open few files, so they cost no reads. The thread reads through the layer fds the
-//! listing used, so nothing leaves the layers. `STRATAFS_DISABLE=prefetch` turns it off.
+//! On a cold cache every listing, stat and read makes the daemon wait for the disk
+//! while the caller waits for the daemon: the disk reads and the round trips take
+//! turns. Where callers were seen to walk, what they will want next is read into the
+//! layers' caches ahead of them, so the two overlap, on a CPU that would otherwise
+//! wait:
+//! - **Subdirectories.** A directory listed whose parent was listed lately is a
+//!   walker descending (`find`, `du`, `tar`): each subdirectory of the new listing is
+//!   read (getdents) in every layer of it, and, where the last listing that held
+//!   files gave their attributes (the walker stats them), each entry is stat'ed too,
+//!   so its inode is read. A single `ls` lists a directory without its parent.
+//! - **Files.** When at least half as many files were opened for reading since the
+//!   last listing as that listing held (`tar`, `grep -r`; not `find`, `ls -l` or
+//!   `git status`), the regular files of 1 MiB or less in the next listing are read
+//!   ahead into their real files' page cache with `readahead(2)`.
+//!
+//! The thread reaches everything through the layer fds the listing used, opens with
+//! `O_NOFOLLOW` and changes nothing. Jobs wait in a queue of at most 4096; more are
+//! left out. `STRATAFS_DISABLE=prefetch` turns it off.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 
@@ -28,11 +35,21 @@ pub const MAX_SIZE: i64 = 1 << 20;
 /// Files waiting to be read ahead, at most; more are left out.
 const QUEUE: usize = 4096;
 
-/// One file to read ahead: its name in a real directory of a layer.
+/// Directories remembered as listed lately, to tell a walker that descends.
+const RECENT: usize = 64;
+
+/// What to read ahead of a name in a real directory of a layer.
+pub enum What {
+    /// A file: its first `size` bytes.
+    File { size: i64 },
+    /// A directory: its entries, and their inodes if the walker stats files.
+    Dir,
+}
+
 pub struct Job {
     pub dir: Arc<OwnedFd>,
     pub name: CString,
-    pub size: i64,
+    pub what: What,
 }
 
 pub struct Prefetch {
@@ -49,6 +66,12 @@ pub struct Prefetch {
     /// later parts of a listing too big for one reply).
     last_dir: AtomicU64,
     last_wanted: AtomicBool,
+    /// The directories listed lately (a ring), and where the next one goes.
+    recent: [AtomicU64; RECENT],
+    next: AtomicUsize,
+    /// The last listing that held files gave their attributes: the caller stats
+    /// them (read by the thread as it takes each directory).
+    stats_files: Arc<AtomicBool>,
 }
 
 impl Prefetch {
@@ -61,6 +84,9 @@ impl Prefetch {
             files_then: AtomicU64::new(0),
             last_dir: AtomicU64::new(0),
             last_wanted: AtomicBool::new(false),
+            recent: std::array::from_fn(|_| AtomicU64::new(0)),
+            next: AtomicUsize::new(0),
+            stats_files: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -89,14 +115,41 @@ impl Prefetch {
         wanted
     }
 
-    /// After a part of a listing: it held `files` regular files, and `jobs` (empty
-    /// unless it was wanted) are to be read ahead.
-    pub fn listed(&self, files: u64, jobs: Vec<Job>) {
+    /// After a part of a listing with attributes (`first`: the part at offset 0):
+    /// it gave the attributes of `files` regular files, of `all` in the listing, and
+    /// `jobs` (empty unless it was wanted) are to be read ahead.
+    pub fn listed(&self, first: bool, files: u64, all: u64, jobs: Vec<Job>) {
         self.files_then.fetch_add(files, Ordering::Relaxed);
+        if first && all > 0 {
+            self.stats_files.store(files > 0, Ordering::Relaxed);
+        }
+        self.queue(jobs);
+    }
+
+    /// Directory `dir`, in directory `parent`, is listed anew: is a walker
+    /// descending (was `parent` listed lately)? If so, the subdirectories it lists
+    /// are to be read ahead (their entries, and their inodes if the walker stats
+    /// files), each before the walker comes to it.
+    pub fn descending(&self, dir: u64, parent: u64) -> bool {
+        if !self.on {
+            return false;
+        }
+        let seen = parent != dir
+            && self
+                .recent
+                .iter()
+                .any(|r| r.load(Ordering::Relaxed) == parent);
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % RECENT;
+        self.recent[at].store(dir, Ordering::Relaxed);
+        seen
+    }
+
+    /// Queues `jobs` for the reading thread.
+    pub fn queue(&self, jobs: Vec<Job>) {
         if jobs.is_empty() {
             return;
         }
-        let tx = self.tx.get_or_init(start);
+        let tx = self.tx.get_or_init(|| start(self.stats_files.clone()));
         for job in jobs {
             // A full queue means the reading is far behind: the rest is left out.
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(job) {
@@ -107,26 +160,52 @@ impl Prefetch {
 }
 
 /// Starts the reading thread; if it can't start, jobs are dropped.
-fn start() -> SyncSender<Job> {
+fn start(stats_files: Arc<AtomicBool>) -> SyncSender<Job> {
     let (tx, rx) = sync_channel(QUEUE);
     if let Err(e) = std::thread::Builder::new()
         .name("prefetch".into())
-        .spawn(move || run(rx))
+        .spawn(move || run(rx, &stats_files))
     {
         debug!("prefetch thread: {e}");
     }
     tx
 }
 
-fn run(rx: Receiver<Job>) {
+fn run(rx: Receiver<Job>, stats_files: &AtomicBool) {
     while let Ok(job) = rx.recv() {
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
-        let fd = sys::openat(job.dir.as_fd(), &job.name, flags, 0)
-            .or_else(|_| sys::openat(job.dir.as_fd(), &job.name, flags & !libc::O_NOATIME, 0));
-        // Only names that were regular files when listed are queued; one gone
-        // meanwhile fails to open, and readahead(2) of anything else reads nothing.
-        if let Ok(fd) = fd {
-            let _ = sys::readahead(fd.as_fd(), job.size as usize);
+        match job.what {
+            What::File { size } => read_file(&job.dir, &job.name, size),
+            What::Dir => read_dir(&job.dir, &job.name, stats_files.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Only names that were regular files when listed are queued as files; one gone
+/// meanwhile fails to open, and readahead(2) of anything else reads nothing.
+fn read_file(dir: &OwnedFd, name: &CString, size: i64) {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
+    let fd = sys::openat(dir.as_fd(), name, flags, 0)
+        .or_else(|_| sys::openat(dir.as_fd(), name, flags & !libc::O_NOATIME, 0));
+    if let Ok(fd) = fd {
+        let _ = sys::readahead(fd.as_fd(), size as usize);
+    }
+}
+
+/// Reads a directory's entries (and with `stat`, their inodes) into the caches;
+/// a name that is no directory in this layer fails to open and reads nothing.
+fn read_dir(dir: &OwnedFd, name: &CString, stat: bool) {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK;
+    let Ok(fd) = sys::openat(dir.as_fd(), name, flags, 0) else {
+        return;
+    };
+    let Ok(entries) = sys::read_dir_all(fd.as_fd()) else {
+        return;
+    };
+    if stat {
+        for e in entries {
+            if let Ok(name) = CString::new(e.name) {
+                let _ = sys::statat(fd.as_fd(), &name);
+            }
         }
     }
 }

@@ -412,3 +412,51 @@ fn listed_files_are_read_ahead_only_for_callers_that_read_them() {
         assert!(fs::read(m.p(&f)).unwrap() == fs::read(l.join(&f)).unwrap());
     }
 }
+
+/// When was `path` (a directory of the test's own) last read, in seconds?
+fn atime(path: &std::path::Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().atime()
+}
+
+/// A walker that descends has the subdirectories of each listing read ahead
+/// (prefetch.rs): a lower directory is read (its atime moves, on this relatime
+/// fs) before the walker lists it. A directory listed without its parent, as a
+/// single `ls` does, has nothing read ahead.
+#[test]
+fn subdirectories_are_read_ahead_for_a_walker_that_descends() {
+    assert_root();
+    let t = TempDir::new("walkahead");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    for d in ["top/mid/x", "top/mid/y", "lone/deep/z"] {
+        fs::create_dir_all(l.join(d)).unwrap();
+        write(&l.join(format!("{d}/f")), "f");
+    }
+    let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for d in ["top/mid/x", "top/mid/y", "lone/deep/z"] {
+        let f = fs::File::open(l.join(d)).unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(long_ago))
+            .unwrap();
+        assert_eq!(atime(&l.join(d)), 1_000_000_000);
+    }
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let m = Mount::new(&opts, &t.dir("m"));
+    let list = |p: &str| fs::read_dir(m.p(p)).unwrap().count();
+
+    // A single directory listed, its parent never: nothing read ahead.
+    assert_eq!(list("lone/deep"), 1);
+    // A walk from the root down: mid's subdirectories are read before anyone lists them.
+    assert_eq!(list(""), 2);
+    assert_eq!(list("top"), 1);
+    assert_eq!(list("top/mid"), 2);
+    let read = |d: &str| atime(&l.join(d)) != 1_000_000_000;
+    assert!(
+        wait_for(5, || read("top/mid/x") && read("top/mid/y")),
+        "the walker's next directories were not read ahead"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !read("lone/deep/z"),
+        "a single listing had its subdirectories read"
+    );
+}
