@@ -289,9 +289,7 @@ impl Filesystem for StrataFs {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
-        if !file::wants_write(flags.0) {
-            self.prefetch.note_open();
-        }
+        self.prefetch.note_open();
         let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
         let _kept = kept;
         if backing.is_none() {

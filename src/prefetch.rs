@@ -10,10 +10,11 @@
 //!   read (getdents) in every layer of it, and, where the last listing that held
 //!   files gave their attributes (the walker stats them), each entry is stat'ed too,
 //!   so its inode is read. A single `ls` lists a directory without its parent.
-//! - **Files.** When at least half as many files were opened for reading since the
-//!   last listing as that listing held (`tar`, `grep -r`; not `find`, `ls -l` or
-//!   `git status`), the regular files of 1 MiB or less in the next listing are read
-//!   ahead into their real files' page cache with `readahead(2)`.
+//! - **Files.** When at least half as many files were opened since the last listing
+//!   as that listing held (`tar` and `grep -r` read them, a copy-up reads the lower
+//!   file; `find`, `ls -l` and `git status` open few), the regular files of 1 MiB or
+//!   less in the next listing are read ahead into their real files' page cache with
+//!   `readahead(2)`.
 //!
 //! The thread reaches everything through the layer fds the listing used, opens with
 //! `O_NOFOLLOW` and changes nothing. Jobs wait in a queue of at most 4096; more are
@@ -56,7 +57,7 @@ pub struct Prefetch {
     on: bool,
     /// To the reading thread, started at the first job (after the daemon forked).
     tx: OnceLock<SyncSender<Job>>,
-    /// Files opened for reading, ever.
+    /// Files opened, ever.
     opens: AtomicU64,
     /// `opens` when the last listing was decided on.
     opens_then: AtomicU64,
@@ -90,7 +91,8 @@ impl Prefetch {
         }
     }
 
-    /// A file was opened for reading.
+    /// A file was opened (to read it, or to write it: a lower file is read for its
+    /// copy-up).
     pub fn note_open(&self) {
         if self.on {
             self.opens.fetch_add(1, Ordering::Relaxed);

@@ -349,15 +349,16 @@ fn evict(path: &std::path::Path) {
 }
 
 /// The files of a listing are read ahead into their real files' page cache once
-/// callers were seen to read the files they list (prefetch.rs), and only then: a
-/// walker that stats what it lists reads nothing ahead, and no file of a directory
-/// nobody listed is read.
+/// callers were seen to open the files they list, to read them or to write them (a
+/// copy-up reads the lower file) (prefetch.rs), and only then: a walker that stats
+/// what it lists reads nothing ahead, and no file of a directory nobody listed is
+/// read.
 #[test]
-fn listed_files_are_read_ahead_only_for_callers_that_read_them() {
+fn listed_files_are_read_ahead_only_for_callers_that_open_them() {
     assert_root();
     let t = TempDir::new("prefetch");
     let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
-    let dirs = ["a", "b", "c", "d"];
+    let dirs = ["a", "b", "c", "d", "e"];
     for d in dirs {
         fs::create_dir(l.join(d)).unwrap();
         for i in 0..8 {
@@ -403,13 +404,26 @@ fn listed_files_are_read_ahead_only_for_callers_that_read_them() {
         "c's files were not read ahead: {} of 8",
         in_cache("c")
     );
+
+    // Copying up the files of a listing (no read), then listing another directory.
+    for f in files("c") {
+        append(&m.p(&f), "+");
+    }
+    stat_all("e");
+    assert!(
+        wait_for(5, || in_cache("e") == 8),
+        "e's files were not read ahead: {} of 8",
+        in_cache("e")
+    );
     assert_eq!(
         in_cache("d"),
         0,
         "files of a directory nobody listed were read"
     );
     for f in files("c") {
-        assert!(fs::read(m.p(&f)).unwrap() == fs::read(l.join(&f)).unwrap());
+        let mut want = fs::read(l.join(&f)).unwrap();
+        want.push(b'+');
+        assert!(fs::read(m.p(&f)).unwrap() == want, "{f}");
     }
 }
 
