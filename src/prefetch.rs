@@ -174,9 +174,12 @@ fn start(stats_files: Arc<AtomicBool>) -> SyncSender<Job> {
 }
 
 fn run(rx: Receiver<Job>, stats_files: &AtomicBool) {
+    // Reading leaves the files' atimes alone where the daemon may say so (it owns
+    // them, or is root); once refused (EPERM), it stops asking.
+    let mut noatime = true;
     while let Ok(job) = rx.recv() {
         match job.what {
-            What::File { size } => read_file(&job.dir, &job.name, size),
+            What::File { size } => read_file(&job.dir, &job.name, size, &mut noatime),
             What::Dir => read_dir(&job.dir, &job.name, stats_files.load(Ordering::Relaxed)),
         }
     }
@@ -184,10 +187,16 @@ fn run(rx: Receiver<Job>, stats_files: &AtomicBool) {
 
 /// Only names that were regular files when listed are queued as files; one gone
 /// meanwhile fails to open, and readahead(2) of anything else reads nothing.
-fn read_file(dir: &OwnedFd, name: &CString, size: i64) {
-    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME;
-    let fd = sys::openat(dir.as_fd(), name, flags, 0)
-        .or_else(|_| sys::openat(dir.as_fd(), name, flags & !libc::O_NOATIME, 0));
+fn read_file(dir: &OwnedFd, name: &CString, size: i64, noatime: &mut bool) {
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+    let mut fd = Err(std::io::Error::from_raw_os_error(libc::EPERM));
+    if *noatime {
+        fd = sys::openat(dir.as_fd(), name, flags | libc::O_NOATIME, 0);
+        *noatime = !matches!(&fd, Err(e) if e.raw_os_error() == Some(libc::EPERM));
+    }
+    if !*noatime && fd.is_err() {
+        fd = sys::openat(dir.as_fd(), name, flags, 0);
+    }
     if let Ok(fd) = fd {
         let _ = sys::readahead(fd.as_fd(), size as usize);
     }
