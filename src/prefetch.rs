@@ -33,7 +33,7 @@ use crate::sys;
 /// Files up to this size are read ahead (whole).
 pub const MAX_SIZE: i64 = 1 << 20;
 
-/// Files waiting to be read ahead, at most; more are left out.
+/// Jobs (files and directories) waiting to be read ahead, at most; more are left out.
 const QUEUE: usize = 4096;
 
 /// Directories remembered as listed lately, to tell a walker that descends.
@@ -218,5 +218,43 @@ fn read_dir(dir: &OwnedFd, name: &CString, stat: bool) {
                 let _ = sys::statat(fd.as_fd(), &name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prefetch;
+
+    #[test]
+    fn files_are_read_ahead_after_callers_opened_half_of_the_last_listing() {
+        let p = Prefetch::new(true);
+        assert!(!p.wanted(10, 0), "the first listing: nothing seen yet");
+        p.listed(true, 8, 8, Vec::new());
+        (0..3).for_each(|_| p.note_open());
+        assert!(!p.wanted(11, 0), "3 of 8 opened");
+        p.listed(true, 8, 8, Vec::new());
+        (0..4).for_each(|_| p.note_open());
+        assert!(p.wanted(12, 0), "4 of 8 opened");
+        assert!(p.wanted(12, 100), "a later part of the same listing");
+        p.listed(false, 8, 0, Vec::new());
+        assert!(!p.wanted(13, 0), "no open since");
+        let off = Prefetch::new(false);
+        (0..10).for_each(|_| off.note_open());
+        assert!(!off.wanted(1, 0) && !off.wanted(2, 0));
+    }
+
+    #[test]
+    fn a_listing_below_one_listed_lately_is_a_walker_descending() {
+        let p = Prefetch::new(true);
+        assert!(!p.descending(1, 1), "the root is its own parent");
+        assert!(p.descending(5, 1), "below the root, listed");
+        assert!(p.descending(9, 5));
+        assert!(!p.descending(20, 7), "7 was never listed: a single ls");
+        // Listings far enough back are forgotten.
+        (100..200).for_each(|d| {
+            p.descending(d, 0);
+        });
+        assert!(!p.descending(30, 5));
+        assert!(!Prefetch::new(false).descending(5, 1));
     }
 }
