@@ -33,7 +33,7 @@ pub struct StrataFs {
     rdplus: crate::rdplus::Policy,
     /// Small lower files handed to the kernel at their first open.
     pub prefill: Arc<crate::prefill::Prefill>,
-    /// The files of listings read ahead, for callers that read what they list.
+    /// What walkers will want next (subdirectories, listed files), read ahead.
     prefetch: crate::prefetch::Prefetch,
 }
 

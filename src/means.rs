@@ -7,8 +7,9 @@
 //! `security.capability` instead of asking before every write), `readdirplus`
 //! (listings carry attributes where callers were seen to stat what they list,
 //! rdplus.rs; `STRATAFS_READDIRPLUS=1`: always), `prefill` (small lower files' pages
-//! handed to the kernel at their first open, prefill.rs), `prefetch` (the files of a
-//! listing read ahead where callers were seen to read what they list, prefetch.rs).
+//! handed to the kernel at their first open, prefill.rs), `prefetch` (what walkers
+//! will want next read ahead: subdirectories of a walker that descends, the files of
+//! a listing where callers open what they list, prefetch.rs).
 
 use crate::rdplus::Mode;
 

@@ -189,14 +189,16 @@ fn run(rx: Receiver<Job>, stats_files: &AtomicBool) {
 /// meanwhile fails to open, and readahead(2) of anything else reads nothing.
 fn read_file(dir: &OwnedFd, name: &CString, size: i64, noatime: &mut bool) {
     let flags = libc::O_RDONLY | libc::O_NONBLOCK;
-    let mut fd = Err(std::io::Error::from_raw_os_error(libc::EPERM));
-    if *noatime {
-        fd = sys::openat(dir.as_fd(), name, flags | libc::O_NOATIME, 0);
-        *noatime = !matches!(&fd, Err(e) if e.raw_os_error() == Some(libc::EPERM));
-    }
-    if !*noatime && fd.is_err() {
-        fd = sys::openat(dir.as_fd(), name, flags, 0);
-    }
+    let fd = match *noatime {
+        true => match sys::openat(dir.as_fd(), name, flags | libc::O_NOATIME, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                *noatime = false;
+                sys::openat(dir.as_fd(), name, flags, 0)
+            }
+            r => r,
+        },
+        false => sys::openat(dir.as_fd(), name, flags, 0),
+    };
     if let Ok(fd) = fd {
         let _ = sys::readahead(fd.as_fd(), size as usize);
     }
