@@ -99,21 +99,23 @@ impl StrataFs {
         if !self.prefetch.descending(dir.ino, parent) {
             return;
         }
-        let stack = dir.stack();
-        let fds: Vec<_> = stack
+        let names: Vec<_> = entries
+            .iter()
+            .skip(2)
+            .filter(|e| e.kind == FileType::Directory)
+            .filter_map(|e| std::ffi::CString::new(e.name.clone()).ok())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let fds: Vec<_> = dir
+            .stack()
             .refs
             .iter()
             .filter_map(|r| dir.dir_fd(&self.ov, r.layer).ok())
             .collect();
         let mut jobs = Vec::new();
-        for e in entries
-            .iter()
-            .skip(2)
-            .filter(|e| e.kind == FileType::Directory)
-        {
-            let Ok(name) = std::ffi::CString::new(e.name.clone()) else {
-                continue;
-            };
+        for name in names {
             for fd in &fds {
                 jobs.push(crate::prefetch::Job {
                     dir: fd.clone(),
@@ -476,14 +478,9 @@ impl Filesystem for StrataFs {
             }
         }
         reply.ok();
-        let all = match offset {
-            0 => entries
-                .iter()
-                .filter(|e| e.kind == FileType::RegularFile)
-                .count() as u64,
-            _ => 0,
-        };
-        self.prefetch.listed(offset == 0, files, all, jobs);
+        let first_with_files =
+            offset == 0 && entries.iter().any(|e| e.kind == FileType::RegularFile);
+        self.prefetch.listed(first_with_files, files, jobs);
     }
 
     fn releasedir(

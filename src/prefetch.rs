@@ -117,12 +117,13 @@ impl Prefetch {
         wanted
     }
 
-    /// After a part of a listing with attributes (`first`: the part at offset 0):
-    /// it gave the attributes of `files` regular files, of `all` in the listing, and
-    /// `jobs` (empty unless it was wanted) are to be read ahead.
-    pub fn listed(&self, first: bool, files: u64, all: u64, jobs: Vec<Job>) {
+    /// After a part of a listing with attributes: it gave the attributes of `files`
+    /// regular files, and `jobs` (empty unless it was wanted) are to be read ahead.
+    /// `first_with_files`: the part at offset 0 of a listing that holds files, which
+    /// tells whether the caller stats files.
+    pub fn listed(&self, first_with_files: bool, files: u64, jobs: Vec<Job>) {
         self.files_then.fetch_add(files, Ordering::Relaxed);
-        if first && all > 0 {
+        if first_with_files {
             self.stats_files.store(files > 0, Ordering::Relaxed);
         }
         self.queue(jobs);
@@ -231,14 +232,14 @@ mod tests {
     fn files_are_read_ahead_after_callers_opened_half_of_the_last_listing() {
         let p = Prefetch::new(true);
         assert!(!p.wanted(10, 0), "the first listing: nothing seen yet");
-        p.listed(true, 8, 8, Vec::new());
+        p.listed(true, 8, Vec::new());
         (0..3).for_each(|_| p.note_open());
         assert!(!p.wanted(11, 0), "3 of 8 opened");
-        p.listed(true, 8, 8, Vec::new());
+        p.listed(true, 8, Vec::new());
         (0..4).for_each(|_| p.note_open());
         assert!(p.wanted(12, 0), "4 of 8 opened");
         assert!(p.wanted(12, 100), "a later part of the same listing");
-        p.listed(false, 8, 0, Vec::new());
+        p.listed(false, 8, Vec::new());
         assert!(!p.wanted(13, 0), "no open since");
         let off = Prefetch::new(false);
         (0..10).for_each(|_| off.note_open());
