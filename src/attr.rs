@@ -96,12 +96,15 @@ pub fn setattr(
     if named || fh.is_none() {
         copy_up_with(ov, node, c.size != Some(0))?;
     }
-    // Address the upper object by (dir, name), or an unlinked file by its open fd.
-    let (dir, name): (Arc<OwnedFd>, CString) = match (named, &fh) {
-        (false, Some(fd)) => (fd.clone(), CString::default()),
-        _ => node.real(ov)?,
+    // Every change goes through an fd of the upper object itself (an unlinked file's
+    // open fd, or one opened without following anything and checked to be the
+    // node's object), so no change ever reaches what a symlink put at its name points
+    // to, nor another object renamed there meanwhile.
+    let obj: Arc<OwnedFd> = match (named, &fh) {
+        (false, Some(fd)) => fd.clone(),
+        _ => node.object(ov)?.0,
     };
-    let d = dir.as_fd();
+    let (d, name) = (obj.as_fd(), CString::default());
     if let Some(size) = c.size {
         match &fh {
             Some(fd) => sys::ftruncate(fd.as_fd(), size)?,

@@ -56,8 +56,11 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
     copy_up(ov, &parent)?;
     let upper_parent = parent.dir_fd(ov, 0)?;
-    let (src_dir, src_name) = node.real(ov)?;
-    let real_st = sys::statat(src_dir.as_fd(), &src_name)?;
+    // The lower object itself, held open and checked to be the node's: a layer changed
+    // beneath the mount (a symlink or a FIFO put at the name) is never copied in its
+    // place, and nothing after this looks the name up again.
+    let (src_dir, real_st) = node.object(ov)?;
+    let src_name = CString::default();
     // Owner and mode as shown (a lower may keep them in an override xattr).
     let mut st = real_st;
     let src_at = At {
@@ -151,7 +154,7 @@ fn build(
             let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
             let dst = sys::openat(w, tmp, flags, st.st_mode & 0o777)?;
             if with_data && st.st_size > 0 {
-                let srcfd = sys::openat(src_dir, src, libc::O_RDONLY, 0)?;
+                let srcfd = crate::file::open_regular(src_dir, src, libc::O_RDONLY)?.0;
                 // Blocks for every byte: no holes to look for.
                 let dense = (st.st_blocks as u64).saturating_mul(512) >= st.st_size as u64;
                 copy_data(&srcfd, &dst, st.st_size as u64, dense)?;

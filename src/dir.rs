@@ -317,8 +317,9 @@ fn make_object(
         }
         New::Symlink { target } => sys::symlinkat(target, dir, name)?,
         New::Link { node } => {
-            let (sdir, sname) = node.real(ov)?;
-            sys::linkat(sdir.as_fd(), &sname, dir, name)?
+            // The node's object itself, whatever its name holds meanwhile.
+            let (obj, _) = node.object(ov)?;
+            sys::linkat(obj.as_fd(), c"", dir, name)?
         }
     }
     Ok(None)
@@ -420,6 +421,10 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
     copy_up(ov, parent)?;
     let up = parent.dir_fd(ov, 0)?;
     let lower = namei::lower_positive(ov, parent, name)?;
+    let _changing = node.changing();
+    if is_upper(ov, &found) {
+        pin_before_removal(ov, &node, up.as_fd(), name);
+    }
     match (is_upper(ov, &found), lower) {
         (true, true) => replace_with_whiteout(work, up.as_fd(), name, is_dir)?,
         (true, false) => remove_upper(work, up.as_fd(), name, is_dir)?,
@@ -429,6 +434,17 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
         ov.handles.drop_kept(node.ino); // its last name: nothing may keep it open
     }
     Ok(())
+}
+
+/// Before the upper object (`up`, `name`) of `node` is removed or renamed over:
+/// holds it open for as long as the kernel knows the node (`InodeTable::pin`), so
+/// opens, stats and reads through the node still reach it, and its inode number
+/// is not reused for a new object meanwhile.
+fn pin_before_removal(ov: &Overlay, node: &Arc<Node>, up: BorrowedFd, name: &CString) {
+    match sys::openat(up, name, libc::O_PATH, 0) {
+        Ok(fd) => ov.table.pin(node, fd),
+        Err(e) => log::debug!("not pinned: {name:?}: {e}"),
+    }
 }
 
 /// Prepares a directory about to move: copied up alone, with a redirect to where its
@@ -610,12 +626,21 @@ pub fn rename(
             whiteout::set_opaque(work, up2.as_fd(), n2)?;
         }
         carry_origin(up2.as_fd(), n2, p1, up1.as_fd());
+        let _changing = (src_node.changing(), dst_node.changing());
         sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
         moved(&src_node, (p1, n1), (p2, n2), src_paths);
         moved(&dst_node, (p2, n2), (p1, n1), dst_paths);
         return Ok(());
     }
 
+    // From here on names change: requests that reach either object by name meanwhile
+    // resolve it again, and the object renamed over stays reachable through its node.
+    let _changing = (src_node.changing(), dst_node.as_ref().map(|n| n.changing()));
+    if let (Some(d), Some(dn)) = (&dst, &dst_node) {
+        if is_upper(ov, d) {
+            pin_before_removal(ov, dn, up2.as_fd(), n2);
+        }
+    }
     // An upper directory being replaced may still hold whiteouts: swap in an empty one.
     if let Some(d) = &dst {
         if d.kind == FileType::Directory && is_upper(ov, d) {
@@ -662,7 +687,7 @@ pub fn rename(
     if aufs_at_dst {
         whiteout::drop_aufs(up2.as_fd(), n2);
     }
-    if let Some(dn) = dst_node {
+    if let Some(dn) = &dst_node {
         if dn.remove_alias(p2, n2) == 0 {
             ov.handles.drop_kept(dn.ino);
         }

@@ -93,7 +93,7 @@ impl RealFd {
             .at
             .as_ref()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-        let fd = Arc::new(sys::openat(dir.as_fd(), name, *flags, 0)?);
+        let fd = Arc::new(open_regular(dir.as_fd(), name, *flags)?.0);
         // A thread that raced us may have set it first: use that one.
         Ok(self.fd.get_or_init(|| fd).clone())
     }
@@ -303,13 +303,44 @@ pub fn wants_write(flags: i32) -> bool {
 }
 
 /// Opens the real file behind `node` with the caller's access mode and the flags
-/// that matter to the real file; the caller has copied it up if it writes.
+/// that matter to the real file, copying it up first if the open writes. The file
+/// opened is the node's own object, even while its name is renamed or removed on
+/// another thread (`Node::at_real`), and never anything else that a layer changed
+/// beneath the mount may hold at its name (ESTALE: the kernel looks the name up again).
 pub fn open(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<OwnedFd> {
     if wants_write(flags) {
         copy_up_with(ov, node, flags & libc::O_TRUNC == 0)?;
     }
-    let (dir, name) = node.real(ov)?;
-    sys::openat(dir.as_fd(), &name, real_flags(flags), 0)
+    // Truncated only once it is known to be the right file.
+    let fd = node.at_real(ov, |dir, name| {
+        let (fd, st) = open_regular(dir, name, real_flags(flags) & !libc::O_TRUNC)?;
+        node.check_object(ov, &st)?;
+        Ok(fd)
+    })?;
+    if flags & libc::O_TRUNC != 0 {
+        sys::ftruncate(fd.as_fd(), 0)?;
+    }
+    Ok(fd)
+}
+
+/// Opens (`dir`, `name`) with `flags` if it is a regular file, and returns its stat:
+/// never following a symlink, never waiting (a FIFO or a device put there beneath
+/// the mount opens without blocking, or fails), and anything but a regular file
+/// is refused with ESTALE, as are the errors such objects give an open.
+pub fn open_regular(dir: BorrowedFd, name: &CStr, flags: i32) -> io::Result<(OwnedFd, sys::Stat)> {
+    let stale = || io::Error::from_raw_os_error(libc::ESTALE);
+    let fd = sys::openat(dir, name, flags | libc::O_NONBLOCK | libc::O_NOCTTY, 0).map_err(|e| {
+        match e.raw_os_error() {
+            // a symlink (O_NOFOLLOW), a socket or a FIFO without a reader, a directory
+            Some(libc::ELOOP | libc::ENXIO | libc::EISDIR | libc::ENODEV) => stale(),
+            _ => e,
+        }
+    })?;
+    let st = sys::fstat(fd.as_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(stale());
+    }
+    Ok((fd, st))
 }
 
 /// The open flags that matter to the real file.
@@ -330,8 +361,15 @@ fn real_flags(flags: i32) -> i32 {
 pub fn open_handle(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<Arc<RealFd>> {
     if !wants_write(flags) && !ov.layer(node.stack().top()).is_upper {
         let (dir, name) = node.real(ov)?;
-        if !name.is_empty() && !passthrough_lower(ov, dir.as_fd(), &name) {
-            return Ok(RealFd::later(dir, name, real_flags(flags)));
+        if !name.is_empty() {
+            // What the name holds is checked now, so that a layer changed beneath
+            // the mount gives ESTALE here, where the kernel looks the name up again,
+            // and not at the first read (which opens it, checked again).
+            let st = sys::statat(dir.as_fd(), &name)?;
+            node.check_object(ov, &st)?;
+            if !passthrough_lower(ov, &st) {
+                return Ok(RealFd::later(dir, name, real_flags(flags)));
+            }
         }
     }
     Ok(RealFd::open(Arc::new(open(ov, node, flags)?)))
@@ -340,14 +378,14 @@ pub fn open_handle(ov: &Overlay, node: &Arc<Node>, flags: i32) -> io::Result<Arc
 /// Lower files at least this big are passthrough on a read-only mount.
 const PASSTHROUGH_LOWER_MIN: i64 = 1 << 20;
 
-/// Is the lower file (`dir`, `name`) to be opened now, for passthrough? Only on a
+/// Is the lower file of stat `st` to be opened now, for passthrough? Only on a
 /// read-only mount (elsewhere a later copy-up could not switch the backing to the
 /// upper file), and only a big one: a small one is read in a request or two, and a
 /// lazy open of it costs nothing at all when its pages are cached.
-fn passthrough_lower(ov: &Overlay, dir: BorrowedFd, name: &CStr) -> bool {
+fn passthrough_lower(ov: &Overlay, st: &sys::Stat) -> bool {
     ov.settings.read_only
         && ov.passthrough.load(Ordering::Relaxed)
-        && sys::statat(dir, name).is_ok_and(|st| st.st_size >= PASSTHROUGH_LOWER_MIN)
+        && st.st_size >= PASSTHROUGH_LOWER_MIN
 }
 
 /// Writes all of `data` at `offset` (appends if the file was opened O_APPEND).

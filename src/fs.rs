@@ -263,8 +263,13 @@ impl Filesystem for StrataFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let result = self.node(ino).and_then(|n| {
-            let (dir, name) = n.real(&self.ov).map_err(errno)?;
-            crate::sys::readlinkat(std::os::fd::AsFd::as_fd(&*dir), &name).map_err(errno)
+            n.at_real(&self.ov, crate::sys::readlinkat)
+                .map_err(|e| match e.raw_os_error() {
+                    // Not a symlink any more: something else was put at its name
+                    // beneath the mount.
+                    Some(libc::EINVAL) => Errno::ESTALE,
+                    _ => errno(e),
+                })
         });
         match result {
             Ok(target) => reply.data(&target),

@@ -248,12 +248,30 @@ pub struct Node {
     place: RwLock<Place>,
     /// Held while this node is copied up, so concurrent writers copy it once.
     pub copy_lock: Mutex<()>,
-    /// `PREFILLED`: the file's pages were handed to the kernel (prefill.rs).
+    /// Bit 0 (`PREFILLED`): the file's pages were handed to the kernel (prefill.rs).
+    /// Bits 1-7: the change count, odd while one of the node's names is being
+    /// renamed or removed in the upper layer (`Node::changing`): a request that
+    /// reached the object by a name re-resolves it when the count moved meanwhile.
     flags: AtomicU8,
 }
 
 /// The bit of `Node::flags` that says a file's pages were handed to the kernel.
 const PREFILLED: u8 = 1;
+/// One step of the change count in `Node::flags`; its bit is set while a change runs.
+const CHANGE_STEP: u8 = 2;
+/// The change-count bits of `Node::flags`.
+const CHANGE_MASK: u8 = !PREFILLED;
+/// How often a request re-resolves a node whose name changed under it.
+const RESOLVE_TRIES: u32 = 16;
+
+/// A change of one of a node's names in progress (from `Node::changing` to drop).
+pub struct Changing<'a>(&'a Node);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.flags.fetch_add(CHANGE_STEP, Ordering::SeqCst);
+    }
+}
 
 /// Where a node is and what it is made of.
 struct Place {
@@ -337,6 +355,95 @@ impl Node {
         self.flags.fetch_or(PREFILLED, Ordering::Relaxed) & PREFILLED != 0
     }
 
+    /// Marks a change of one of this node's names in the upper layer (a rename or
+    /// removal) until the guard drops: take it before the change on disk and drop it
+    /// after the node's names are updated. Requests that reach the object by name
+    /// meanwhile (`at_real`) resolve it again.
+    pub fn changing(&self) -> Changing<'_> {
+        self.flags.fetch_add(CHANGE_STEP, Ordering::SeqCst);
+        Changing(self)
+    }
+
+    /// The change count once no change is running (waits a little for one to end).
+    fn settled(&self) -> u8 {
+        for _ in 0..1000 {
+            let f = self.flags.load(Ordering::SeqCst);
+            if f & CHANGE_STEP == 0 {
+                return f & CHANGE_MASK;
+            }
+            std::thread::yield_now();
+        }
+        self.flags.load(Ordering::SeqCst) & CHANGE_MASK
+    }
+
+    /// Runs `f` on the real object behind this node, addressed as (directory fd,
+    /// name): a name may change under the call (a rename or unlink through the mount
+    /// on another thread), so when the node's change count moved meanwhile, `f` runs
+    /// again on what the node is now (a new name, or, once it has none, its pinned
+    /// object). `f` must change nothing that a second run would regret: read, or
+    /// open without side effects (`O_PATH`, `O_NONBLOCK`, no `O_TRUNC`).
+    pub fn at_real<T>(
+        &self,
+        ov: &Overlay,
+        mut f: impl FnMut(BorrowedFd, &CStr) -> io::Result<T>,
+    ) -> io::Result<T> {
+        self.at_real_fd(ov, |dir, name| f(dir.as_fd(), name))
+    }
+
+    /// `at_real`, with the directory fd as it is kept.
+    fn at_real_fd<T>(
+        &self,
+        ov: &Overlay,
+        mut f: impl FnMut(&Arc<OwnedFd>, &CStr) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut tries = 0;
+        loop {
+            let seq = self.settled();
+            let r = self.real(ov).and_then(|(dir, name)| f(&dir, &name));
+            if self.flags.load(Ordering::SeqCst) & CHANGE_MASK == seq || tries == RESOLVE_TRIES {
+                return r;
+            }
+            tries += 1;
+        }
+    }
+
+    /// Is `st` (the stat of what the node's name holds now) the object this node
+    /// stands for? Its type must be the node's, and a lower object (lowers change only
+    /// beneath the mount) must have the inode number the node was made for. ESTALE
+    /// when not: the kernel then looks the name up again (path-based calls retry).
+    pub fn check_object(&self, ov: &Overlay, st: &Stat) -> io::Result<()> {
+        let stale = || Err(io::Error::from_raw_os_error(libc::ESTALE));
+        if kind_of(st.st_mode) != Some(self.kind) {
+            return stale();
+        }
+        let top = self.stack().top();
+        let layer = ov.layer(top);
+        if !layer.is_upper
+            && self.ino != ROOT_ID
+            && ov.inos.map(layer, st.st_dev, st.st_ino) != self.ino
+        {
+            return stale();
+        }
+        Ok(())
+    }
+
+    /// An `O_PATH` fd of the real object itself (never a symlink followed) and its
+    /// stat, checked to be the object this node stands for (`check_object`). Changes
+    /// made through it reach that object whatever happens to its name meanwhile.
+    pub fn object(&self, ov: &Overlay) -> io::Result<(Arc<OwnedFd>, Stat)> {
+        self.at_real_fd(ov, |dir, name| {
+            let fd = if name.is_empty() {
+                // A directory's own fd, or a file's pinned or open one.
+                dir.clone()
+            } else {
+                Arc::new(sys::openat(dir.as_fd(), name, libc::O_PATH, 0)?)
+            };
+            let st = sys::fstat(fd.as_fd())?;
+            self.check_object(ov, &st)?;
+            Ok((fd, st))
+        })
+    }
+
     /// The node's current (parent, name), if it still has a name.
     pub fn loc(&self) -> Option<Loc> {
         self.place.read().aliases.first().cloned()
@@ -417,16 +524,43 @@ impl Node {
         let fd = if let Some(path) = &stack.refs[pos].path {
             open_dir_path(ov.layer(layer).root.as_fd(), path)?
         } else {
-            let loc = self
-                .loc()
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-            let Some(parent) = loc.parent else {
-                return Ok(ov.layer(layer).root.clone());
-            };
-            let pfd = parent.dir_fd(ov, layer)?;
-            sys::openat(pfd.as_fd(), &loc.name, libc::O_PATH | libc::O_DIRECTORY, 0)?
+            self.dir_fd_by_name(ov, layer, pos == 0)?
         };
         Ok(stack.cache(pos, fd))
+    }
+
+    /// Opens this directory in `layer` by its name in its parent's directory there,
+    /// again when the name changed under the open; a removed directory (no name
+    /// left) is reached through its pinned fd (`top`: `layer` is its topmost).
+    fn dir_fd_by_name(&self, ov: &Overlay, layer: u16, top: bool) -> io::Result<OwnedFd> {
+        let mut tries = 0;
+        loop {
+            let seq = self.settled();
+            let r = match self.loc() {
+                None => match ov.table.pinned(self).filter(|_| top) {
+                    Some(pin) => {
+                        sys::openat(pin.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)
+                    }
+                    None => Err(io::Error::from_raw_os_error(libc::ESTALE)),
+                },
+                Some(Loc { parent: None, .. }) => sys::openat(
+                    ov.layer(layer).root.as_fd(),
+                    c".",
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    0,
+                ),
+                Some(Loc {
+                    parent: Some(parent),
+                    name,
+                }) => parent.dir_fd(ov, layer).and_then(|pfd| {
+                    sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)
+                }),
+            };
+            if self.flags.load(Ordering::SeqCst) & CHANGE_MASK == seq || tries == RESOLVE_TRIES {
+                return r;
+            }
+            tries += 1;
+        }
     }
 
     /// This directory's path from the root of `layer` (no leading slash), as the
@@ -461,10 +595,12 @@ impl Node {
             return Ok((self.dir_fd(ov, top)?, CString::default()));
         }
         let Some(loc) = self.loc() else {
-            // No name left (unlinked while open): the file itself, through an open fd.
+            // No name left (unlinked or renamed over through the mount): the object
+            // itself, pinned when it lost its last name, or through an open fd.
             return ov
-                .handles
-                .any_for(self.ino)
+                .table
+                .pinned(self)
+                .or_else(|| ov.handles.any_for(self.ino))
                 .map(|fd| (fd, CString::default()))
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE));
         };
@@ -474,16 +610,15 @@ impl Node {
         Ok((parent.dir_fd(ov, top)?, loc.name))
     }
 
-    /// stat(2) of the real object.
+    /// stat(2) of the real object, checked to be the one the node stands for.
     pub fn stat(&self, ov: &Overlay) -> io::Result<Stat> {
-        let (dir, name) = self.real(ov)?;
-        let mut st = sys::statat(dir.as_fd(), &name)?;
-        let at = sys::At {
-            dir: dir.as_fd(),
-            name: &name,
-        };
-        ov.effective(self.stack().top(), at, &mut st);
-        Ok(st)
+        let top = self.stack().top();
+        self.at_real(ov, |dir, name| {
+            let mut st = sys::statat(dir, name)?;
+            self.check_object(ov, &st)?;
+            ov.effective(top, sys::At { dir, name }, &mut st);
+            Ok(st)
+        })
     }
 
     /// The attributes the mount shows for this node, given its real stat.
@@ -563,9 +698,22 @@ pub fn make_attr(ino: u64, st: &Stat, merged_dir: bool) -> FileAttr {
     }
 }
 
+/// The object of a node that lost its last name through the mount, held open
+/// (`O_PATH`) until the kernel forgets the node.
+struct Pin {
+    node: std::sync::Weak<Node>,
+    fd: Arc<OwnedFd>,
+}
+
 /// Inode number → node, for every node the kernel holds a reference to.
 pub struct InodeTable {
     map: DashMap<u64, Arc<Node>>,
+    /// Pinned objects, by node id. A node whose object is removed or renamed over
+    /// through the mount keeps it open here: the kernel may still open, stat or read
+    /// it through the node (as with kernel overlayfs, which holds the real inode),
+    /// and while it is open the filesystem cannot give its inode number to a new
+    /// object, so a node id never names two objects before the kernel's FORGET.
+    pins: DashMap<u64, Pin>,
     /// The most nodes held since memory was last given back.
     peak: std::sync::atomic::AtomicUsize,
     /// Forgets since the table size was last looked at.
@@ -576,6 +724,7 @@ impl InodeTable {
     pub fn new() -> Self {
         InodeTable {
             map: DashMap::new(),
+            pins: DashMap::new(),
             peak: std::sync::atomic::AtomicUsize::new(0),
             forgets: AtomicU64::new(0),
         }
@@ -596,6 +745,30 @@ impl InodeTable {
             self.map.shrink_to_fit();
             sys::release_free_memory();
         }
+    }
+
+    /// Pins `fd`, the object of `node`, which is about to lose its last name (see
+    /// `pins`). Only a node the kernel knows (in the table) is pinned.
+    pub fn pin(&self, node: &Arc<Node>, fd: OwnedFd) {
+        if self.get(node.ino).is_some_and(|n| Arc::ptr_eq(&n, node)) {
+            let pin = Pin {
+                node: Arc::downgrade(node),
+                fd: Arc::new(fd),
+            };
+            self.pins.insert(node.ino, pin);
+        }
+    }
+
+    /// The pinned object of `node`, if it has one.
+    pub fn pinned(&self, node: &Node) -> Option<Arc<OwnedFd>> {
+        let p = self.pins.get(&node.ino)?;
+        (p.node.as_ptr() == node as *const Node).then(|| p.fd.clone())
+    }
+
+    /// Lets the pin of `node` go (it left the table).
+    fn unpin(&self, node: &Arc<Node>) {
+        self.pins
+            .remove_if(&node.ino, |_, p| p.node.as_ptr() == Arc::as_ptr(node));
     }
 
     pub fn insert_root(&self, root: Node) {
@@ -653,7 +826,8 @@ impl InodeTable {
             let old = entry.nlookup.load(Ordering::Acquire);
             let fresh = Node::new(ino, kind, parent.clone(), name.clone(), refs.clone());
             fresh.nlookup.store(old, Ordering::Release);
-            *entry = Arc::new(fresh);
+            let gone = std::mem::replace(&mut *entry, Arc::new(fresh));
+            self.unpin(&gone);
         }
         entry.nlookup.fetch_add(1, Ordering::AcqRel);
         let n = entry.clone();
@@ -668,12 +842,15 @@ impl InodeTable {
         if ino == ROOT_ID {
             return;
         }
-        self.map.remove_if(&ino, |_, node| {
+        let gone = self.map.remove_if(&ino, |_, node| {
             let prev = node.nlookup.load(Ordering::Acquire);
             let next = prev.saturating_sub(n);
             node.nlookup.store(next, Ordering::Release);
             next == 0
         });
+        if let Some((_, node)) = gone {
+            self.unpin(&node);
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 pub type Stat = libc::stat64;
 
@@ -35,8 +35,17 @@ pub fn open_path(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Opens a single name inside `dir`; the name must not contain '/'.
+/// Opens a single name inside `dir`; the name must not contain '/'. An empty name
+/// opens the object `dir` itself anew (through its `/proc/self/fd` magic link, which
+/// leads to that very object and is never followed further: an `O_PATH` fd of a
+/// symlink reopens as ELOOP), with `flags`.
 pub fn openat(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    if name.is_empty() {
+        let p = At { dir, name }.proc_path();
+        let flags = flags & !libc::O_NOFOLLOW & !libc::O_CREAT;
+        let fd = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
@@ -194,7 +203,26 @@ pub fn unlinkat(dir: BorrowedFd, name: &CStr, rmdir: bool) -> io::Result<()> {
     cvt_unit(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
 }
 
+/// A new name (`newdir`, `new`) for (`olddir`, `old`), or for the object `olddir`
+/// itself when `old` is empty (through its magic link, which needs no privilege as
+/// AT_EMPTY_PATH would).
 pub fn linkat(olddir: BorrowedFd, old: &CStr, newdir: BorrowedFd, new: &CStr) -> io::Result<()> {
+    if old.is_empty() {
+        let p = At {
+            dir: olddir,
+            name: old,
+        }
+        .proc_path();
+        return cvt_unit(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                newdir.as_raw_fd(),
+                new.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        });
+    }
     cvt_unit(unsafe {
         libc::linkat(
             olddir.as_raw_fd(),
@@ -233,13 +261,42 @@ pub fn chownat(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<(
     cvt_unit(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) })
 }
 
-/// chmod of (`dir`, `name`) or of `dir` itself; symlinks have no mode to change.
+/// `fchmodat2(2)` (Linux 6.6+), which takes AT_SYMLINK_NOFOLLOW and AT_EMPTY_PATH.
+const SYS_FCHMODAT2: libc::c_long = 452;
+
+/// chmod of (`dir`, `name`) or of `dir` itself, never through a symlink: a symlink
+/// (which has no mode to change) gives EOPNOTSUPP, whatever it points to.
 pub fn chmodat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW;
     if name.is_empty() {
-        let p = At { dir, name }.proc_path();
-        return cvt_unit(unsafe { libc::chmod(p.as_ptr(), mode) });
+        flags |= libc::AT_EMPTY_PATH;
     }
-    cvt_unit(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })
+    let ret = unsafe {
+        libc::syscall(
+            SYS_FCHMODAT2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::c_uint,
+            flags,
+        )
+    };
+    match cvt(ret as libc::c_int) {
+        Err(e) if enosys(&e) => {}
+        other => return other.map(drop),
+    }
+    // An older kernel: pin the object without following it, refuse a symlink, and
+    // chmod the object through its magic link (never followed further).
+    let obj = if name.is_empty() {
+        None
+    } else {
+        Some(openat(dir, name, libc::O_PATH, 0)?)
+    };
+    let fd = obj.as_ref().map_or(dir, |f| f.as_fd());
+    if fstat(fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let p = At { dir: fd, name: c"" }.proc_path();
+    cvt_unit(unsafe { libc::chmod(p.as_ptr(), mode) })
 }
 
 pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {

@@ -39,24 +39,13 @@ pub fn get(ov: &Overlay, node: &Node, name: &OsStr) -> io::Result<Vec<u8>> {
     }
     let cname =
         CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let (dir, obj) = node.real(ov)?;
-    sys::getxattr(
-        At {
-            dir: dir.as_fd(),
-            name: &obj,
-        },
-        &cname,
-    )
+    node.at_real(ov, |dir, name| sys::getxattr(At { dir, name }, &cname))
 }
 
 /// The names on `node`, NUL-terminated each, private ones left out.
 pub fn list(ov: &Overlay, node: &Node) -> io::Result<Vec<u8>> {
     check_enabled(ov)?;
-    let (dir, obj) = node.real(ov)?;
-    let names = sys::listxattr(At {
-        dir: dir.as_fd(),
-        name: &obj,
-    })?;
+    let names = node.at_real(ov, |dir, name| sys::listxattr(At { dir, name }))?;
     let mut out = Vec::new();
     for n in names
         .iter()
@@ -89,7 +78,9 @@ pub fn set(
 ) -> io::Result<()> {
     let cname = xattr_name(ov, name)?;
     copy_up(ov, node)?;
-    let (dir, obj) = node.real(ov)?;
+    // Through the object itself: never another one put at its name meanwhile.
+    let (dir, _) = node.object(ov)?;
+    let obj = CString::default();
     let set = sys::setxattr(
         At {
             dir: dir.as_fd(),
@@ -117,7 +108,8 @@ pub fn remove(ov: &Overlay, node: &Arc<Node>, name: &OsStr) -> io::Result<()> {
     // Absent is absent, with no copy-up for nothing.
     get(ov, node, name)?;
     copy_up(ov, node)?;
-    let (dir, obj) = node.real(ov)?;
+    let (dir, _) = node.object(ov)?;
+    let obj = CString::default();
     let removed = sys::removexattr(
         At {
             dir: dir.as_fd(),
