@@ -478,7 +478,7 @@ fn run_seed(seed: u64, nops: usize) {
         &[&sf.join("l1"), &sf.join("l2")],
         Some((&sf.join("u"), &sw)),
     );
-    let mut smount = Mount::new(&sopts, &sm);
+    let smount = Mount::new(&sopts, &sm);
     compare_trees(&km, &sm, &format!("seed {seed}: fixture"));
 
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -529,12 +529,43 @@ fn run_seed(seed: u64, nops: usize) {
         }
     }
     compare_trees(&km, &sm, &format!("seed {seed}: after {nops} ops"));
+    let dirs = Dirs { km, kf, kw, sm, sf };
+    check_after(&t, seed, &dirs, smount, _kguard, &sopts);
+}
 
+/// The directories of one differential run: the kernel's mount, fixture copy and
+/// workdir, and stratafs's mount and fixture copy.
+struct Dirs {
+    km: PathBuf,
+    kf: PathBuf,
+    kw: PathBuf,
+    sm: PathBuf,
+    sf: PathBuf,
+}
+
+/// After the operations: stratafs remounted, the kernel reading stratafs's upper and
+/// stratafs reading the kernel's all show what the kernel's own mount shows.
+fn check_after(
+    t: &TempDir,
+    seed: u64,
+    d: &Dirs,
+    mut smount: Mount,
+    _kguard: OtherMount,
+    sopts: &str,
+) {
+    let Dirs { km, kf, kw, sm, sf } = d;
+    let (km, kf, kw, sm, sf) = (
+        km.as_path(),
+        kf.as_path(),
+        kw.as_path(),
+        sm.as_path(),
+        sf.as_path(),
+    );
     // stratafs remounted shows the same
     smount.unmount();
     drop(smount);
-    smount = Mount::new(&sopts, &sm);
-    compare_trees(&km, &sm, &format!("seed {seed}: after stratafs remount"));
+    smount = Mount::new(sopts, sm);
+    compare_trees(km, sm, &format!("seed {seed}: after stratafs remount"));
     let stratafs_view = t.dir("view");
     let _ = stratafs_view;
     smount.unmount();
@@ -545,7 +576,7 @@ fn run_seed(seed: u64, nops: usize) {
     let kw2 = t.dir("kwork2");
     let _k2guard = kernel_mount(&[&sf.join("l1"), &sf.join("l2")], &sf.join("u"), &kw2, &km2);
     compare_trees(
-        &km,
+        km,
         &km2,
         &format!("seed {seed}: kernel reading stratafs's upper"),
     );
@@ -553,16 +584,13 @@ fn run_seed(seed: u64, nops: usize) {
 
     // stratafs mounts the kernel's upper (and its workdir, with the index of its
     // copied-up hard links): same view as the kernel's own
-    let kernel_view = snapshot(&km);
+    let kernel_view = snapshot(km);
     drop(_kguard);
     assert!(
-        wait_for(10, || !is_mounted(&km)),
+        wait_for(10, || !is_mounted(km)),
         "kernel overlay still mounted"
     );
-    let sopts2 = layer_opts(
-        &[&kf.join("l1"), &kf.join("l2")],
-        Some((&kf.join("u"), &kw)),
-    );
+    let sopts2 = layer_opts(&[&kf.join("l1"), &kf.join("l2")], Some((&kf.join("u"), kw)));
     let sm2 = t.dir("smnt2");
     let m2 = Mount::new(&sopts2, &sm2);
     compare_snapshots(
@@ -571,6 +599,119 @@ fn run_seed(seed: u64, nops: usize) {
         &format!("seed {seed}: stratafs reading the kernel's upper"),
     );
     m2.unmount();
+}
+
+/// Gives each of `workers` workers a subtree `w<N>` of its own in the fixture, spread
+/// over the layers: lower files and a lower hard link, a symlink, a middle layer's
+/// changes and a whiteout, an upper file.
+fn add_worker_trees(f: &Path, workers: usize) {
+    let (l1, l2, u) = (f.join("l1"), f.join("l2"), f.join("u"));
+    for w in 0..workers {
+        let d = format!("w{w}");
+        for i in 0..4 {
+            write(&l2.join(format!("{d}/f{i}")), &format!("lower {d}/f{i}\n"));
+            write(&l2.join(format!("{d}/sub/g{i}")), &"y".repeat(i * 700));
+        }
+        fs::hard_link(l2.join(format!("{d}/f0")), l2.join(format!("{d}/sub/hl"))).unwrap();
+        symlink("f0", l2.join(format!("{d}/link"))).unwrap();
+        write(&l1.join(format!("{d}/f1")), "middle\n");
+        whiteout(&l1.join(format!("{d}/f2")));
+        write(&u.join(format!("{d}/f3")), "upper\n");
+    }
+}
+
+/// One worker of the concurrent phase: its own seeded operations, in its own subtree,
+/// each applied to the kernel's mount and to stratafs's, with the same result.
+fn concurrent_worker(seed: u64, w: usize, km: &Path, sm: &Path, nops: usize) -> Result<(), String> {
+    let sub = PathBuf::from(format!("w{w}"));
+    let mut rng = Rng((seed * 1000 + w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut log = Vec::new();
+    for i in 0..nops {
+        let snap = snapshot(&km.join(&sub));
+        let mut paths: Vec<PathBuf> = snap.keys().map(|p| sub.join(p)).collect();
+        let mut dirs: Vec<PathBuf> = vec![sub.clone()];
+        dirs.extend(
+            snap.keys()
+                .filter(|p| fs::symlink_metadata(km.join(&sub).join(p)).is_ok_and(|m| m.is_dir()))
+                .map(|p| sub.join(p)),
+        );
+        if paths.is_empty() {
+            paths.push(sub.join("x"));
+        }
+        let op = gen_op(&mut rng, &paths, &dirs);
+        let (rk, rs) = (apply(km, &op), apply(sm, &op));
+        log.push(format!("{i}: {op:?} -> {rk}"));
+        if rk != rs {
+            let last = log.iter().rev().take(15).rev().cloned().collect::<Vec<_>>();
+            return Err(format!(
+                "worker {w}, op {i}: {op:?}\nkernel:   {rk}\nstratafs: {rs}\nlast ops:\n{}",
+                last.join("\n")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The concurrent phase: `workers` workers at once, each with its own seeded operation
+/// sequence in its own subtree, on the kernel's mount and on stratafs's; then the
+/// trees, a remount, and each reading the other's upper must agree.
+fn run_concurrent(seed: u64, workers: usize, nops: usize) {
+    assert_root();
+    let t = TempDir::new(&format!("diffc{seed}"));
+    let fixture = build_fixture(&t);
+    add_worker_trees(&fixture, workers);
+    let (k, s) = (t.dir("k"), t.dir("s"));
+    copy_tree(&fixture, &k);
+    copy_tree(&fixture, &s);
+    let (kf, sf) = (k.join("fixture"), s.join("fixture"));
+    let (kw, sw) = (t.dir("kwork"), t.dir("swork"));
+    let (km, sm) = (t.dir("kmnt"), t.dir("smnt"));
+    let kguard = kernel_mount(&[&kf.join("l1"), &kf.join("l2")], &kf.join("u"), &kw, &km);
+    let sopts = layer_opts(
+        &[&sf.join("l1"), &sf.join("l2")],
+        Some((&sf.join("u"), &sw)),
+    );
+    let smount = Mount::new(&sopts, &sm);
+    compare_trees(&km, &sm, &format!("concurrent seed {seed}: fixture"));
+    let errors: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (km, sm) = (&km, &sm);
+                sc.spawn(move || concurrent_worker(seed, w, km, sm, nops))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("a worker panicked".into()),
+            })
+            .collect()
+    });
+    assert!(
+        errors.is_empty(),
+        "concurrent seed {seed}:\n{}",
+        errors.join("\n\n")
+    );
+    compare_trees(
+        &km,
+        &sm,
+        &format!("concurrent seed {seed}: after the workers"),
+    );
+    let dirs = Dirs { km, kf, kw, sm, sf };
+    check_after(&t, seed, &dirs, smount, kguard, &sopts);
+}
+
+#[test]
+fn differential_concurrent_workers() {
+    let ops = std::env::var("STRATAFS_DIFF_CONCURRENT_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for seed in [1, 2] {
+        run_concurrent(seed, 4, ops);
+    }
 }
 
 #[test]
