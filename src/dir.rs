@@ -421,10 +421,8 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
     copy_up(ov, parent)?;
     let up = parent.dir_fd(ov, 0)?;
     let lower = namei::lower_positive(ov, parent, name)?;
+    pin_before_removal(ov, &node);
     let _changing = node.changing();
-    if is_upper(ov, &found) {
-        pin_before_removal(ov, &node, up.as_fd(), name);
-    }
     match (is_upper(ov, &found), lower) {
         (true, true) => replace_with_whiteout(work, up.as_fd(), name, is_dir)?,
         (true, false) => remove_upper(work, up.as_fd(), name, is_dir)?,
@@ -436,14 +434,18 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
     Ok(())
 }
 
-/// Before the upper object (`up`, `name`) of `node` is removed or renamed over:
-/// holds it open for as long as the kernel knows the node (`InodeTable::pin`), so
-/// opens, stats and reads through the node still reach it, and its inode number
-/// is not reused for a new object meanwhile.
-fn pin_before_removal(ov: &Overlay, node: &Arc<Node>, up: BorrowedFd, name: &CString) {
-    match sys::openat(up, name, libc::O_PATH, 0) {
-        Ok(fd) => ov.table.pin(node, fd),
-        Err(e) => log::debug!("not pinned: {name:?}: {e}"),
+/// Before the object of `node` loses its name (removed, whited out or renamed
+/// over): holds it open for as long as the kernel knows the node
+/// (`InodeTable::pin`), so opens, stats and reads through the node still reach it,
+/// and an upper object's inode number is not reused for a new object meanwhile.
+/// (Taken before the node's change count moves: `Node::object` waits for that.)
+fn pin_before_removal(ov: &Overlay, node: &Arc<Node>) {
+    if !ov.table.knows(node) {
+        return; // the kernel has no reference to it
+    }
+    match node.object(ov) {
+        Ok((fd, _)) => ov.table.pin(node, fd),
+        Err(e) => log::debug!("ino {} not pinned: {e}", node.ino),
     }
 }
 
@@ -635,12 +637,10 @@ pub fn rename(
 
     // From here on names change: requests that reach either object by name meanwhile
     // resolve it again, and the object renamed over stays reachable through its node.
-    let _changing = (src_node.changing(), dst_node.as_ref().map(|n| n.changing()));
-    if let (Some(d), Some(dn)) = (&dst, &dst_node) {
-        if is_upper(ov, d) {
-            pin_before_removal(ov, dn, up2.as_fd(), n2);
-        }
+    if let Some(dn) = &dst_node {
+        pin_before_removal(ov, dn);
     }
+    let _changing = (src_node.changing(), dst_node.as_ref().map(|n| n.changing()));
     // An upper directory being replaced may still hold whiteouts: swap in an empty one.
     if let Some(d) = &dst {
         if d.kind == FileType::Directory && is_upper(ov, d) {

@@ -749,14 +749,19 @@ impl InodeTable {
 
     /// Pins `fd`, the object of `node`, which is about to lose its last name (see
     /// `pins`). Only a node the kernel knows (in the table) is pinned.
-    pub fn pin(&self, node: &Arc<Node>, fd: OwnedFd) {
-        if self.get(node.ino).is_some_and(|n| Arc::ptr_eq(&n, node)) {
+    pub fn pin(&self, node: &Arc<Node>, fd: Arc<OwnedFd>) {
+        if self.knows(node) {
             let pin = Pin {
                 node: Arc::downgrade(node),
-                fd: Arc::new(fd),
+                fd,
             };
             self.pins.insert(node.ino, pin);
         }
+    }
+
+    /// Is `node` the one the kernel knows by its id?
+    pub fn knows(&self, node: &Arc<Node>) -> bool {
+        self.get(node.ino).is_some_and(|n| Arc::ptr_eq(&n, node))
     }
 
     /// The pinned object of `node`, if it has one.
