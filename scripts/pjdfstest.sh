@@ -44,6 +44,11 @@
 #                      gets a `mount` on its PATH that runs `mount -i` (plain MS_REMOUNT)
 #   --log FILE         also save pjdfstest's full output to FILE
 #   --keep             keep the temp dir (layers, config, logs) after unmounting
+#   --jobs N           run N pjdfstest instances at once on the one mount, each in a
+#                      directory of its own under MNT/t (default 1): the concurrent
+#                      load under which node ids, caches and locks are shared. The
+#                      EROFS pass (which remounts) still runs alone, first; the
+#                      counts are the sums over all instances
 #   --expected FILE    test names (one a line, # comments) allowed to fail: the exit
 #                      status is then 0 when every failure is listed there (CI uses
 #                      tests/pjdfstest-expected-failures.txt: the 0/0 char devices,
@@ -78,6 +83,7 @@ NAPTIME=0.01
 ALLOW_REMOUNT=true
 LOG_COPY=
 KEEP=0
+JOBS=1
 EXPECTED=
 PATTERNS=()
 
@@ -98,6 +104,8 @@ while [ $# -gt 0 ]; do
         --log) [ $# -ge 2 ] || die "--log needs a file"; LOG_COPY=$2; shift ;;
         --log=*) LOG_COPY=${1#*=} ;;
         --keep) KEEP=1 ;;
+        --jobs) [ $# -ge 2 ] || die "--jobs needs a number"; JOBS=$2; shift ;;
+        --jobs=*) JOBS=${1#*=} ;;
         --expected) EXPECTED=$(realpath "$2"); shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; PATTERNS+=("$@"); break ;;
@@ -113,6 +121,7 @@ case $IMPL in
 esac
 [[ $RUN_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive integer"
 [[ $NAPTIME =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--naptime must be a number of seconds"
+[[ $JOBS =~ ^[1-9][0-9]?$ ]] || die "--jobs must be a number from 1 to 99"
 [ "$(id -u)" -eq 0 ] || die "run as root"
 if [ "$IMPL" != kernel ]; then [ -c /dev/fuse ] || die "/dev/fuse is missing"; fi
 
@@ -293,21 +302,51 @@ fi
 # ---------------------------------------------------------------------------------------
 # run_pass NAME CONF [PATTERN...]: runs pjdfstest once (its output shown and appended to
 # $OUT) and sets P_PASS P_FAIL P_SKIP P_COMPLETE P_RC and P_EROFS_SKIPPED.
+# run_jobs N OUT CONF [PATTERN...]: N pjdfstest instances at once, instance J in
+# MNT/t/jobJ with SECOND/jobJ; their outputs go to OUT one after the other once all
+# ended; the exit status is the first non-zero one. A TERM stops them all.
+run_jobs() {
+    local n=$1 out=$2 conf=$3 j rc=0 pids=()
+    shift 3
+    trap 'kill -TERM "${pids[@]}" 2>/dev/null; exit 143' TERM
+    for ((j = 1; j <= n; j++)); do
+        mkdir -p "$MNT/t/job$j" "$SECOND/job$j"
+        chmod 0755 "$MNT/t/job$j" "$SECOND/job$j"
+        local cmd=("$PJDFSTEST" -c "$conf" -p "$MNT/t/job$j" -s "$SECOND/job$j")
+        [ $# -gt 0 ] && cmd+=(-- "$@")
+        (cd "$MNT/t/job$j" && PATH=$RUN_PATH NO_COLOR=1 CLICOLOR=0 RUST_BACKTRACE=0 \
+            exec timeout -k 15 "$RUN_LEFT" "${cmd[@]}") </dev/null >"$out.$j" 2>&1 &
+        pids+=($!)
+    done
+    for j in "${pids[@]}"; do wait "$j" || [ "$rc" -ne 0 ] || rc=$?; done
+    : > "$out"
+    for ((j = 1; j <= n; j++)); do cat "$out.$j" >> "$out"; done
+    return "$rc"
+}
+
 RUN_LEFT=$RUN_TIMEOUT
 run_pass() {
     local name=$1 conf=$2 out=$TMP/pass-$1.out start
     shift 2
     local cmd=("$PJDFSTEST" -c "$conf" -p "$MNT/t" -s "$SECOND")
     [ $# -gt 0 ] && cmd+=(-- "$@")
-    log "pass $name: ${cmd[*]}"
+    local jobs=$JOBS
+    [ "$name" = erofs ] && jobs=1
     [ "$RUN_LEFT" -gt 0 ] || RUN_LEFT=1
     start=$(date +%s)
     set +e
-    # In the background, and waited for with `wait`, so that a signal to this script
-    # runs the cleanup at once (which stops the run: RUN_PID is `timeout` itself).
-    (cd "$MNT/t" && PATH=$RUN_PATH NO_COLOR=1 CLICOLOR=0 RUST_BACKTRACE=0 \
-        exec timeout -k 15 "$RUN_LEFT" "${cmd[@]}") </dev/null >"$out" 2>&1 &
-    RUN_PID=$!
+    if [ "$jobs" -gt 1 ]; then
+        run_jobs "$jobs" "$out" "$conf" "$@" &
+        RUN_PID=$!
+        log "pass $name: $jobs instances at once, in $MNT/t/job1..$jobs"
+    else
+        log "pass $name: ${cmd[*]}"
+        # In the background, and waited for with `wait`, so that a signal to this script
+        # runs the cleanup at once (which stops the run: RUN_PID is `timeout` itself).
+        (cd "$MNT/t" && PATH=$RUN_PATH NO_COLOR=1 CLICOLOR=0 RUST_BACKTRACE=0 \
+            exec timeout -k 15 "$RUN_LEFT" "${cmd[@]}") </dev/null >"$out" 2>&1 &
+        RUN_PID=$!
+    fi
     tail -n +1 --pid="$RUN_PID" -f "$out" 2>/dev/null &
     TAIL_PID=$!
     wait "$RUN_PID"
@@ -318,14 +357,17 @@ run_pass() {
     RUN_LEFT=$((RUN_LEFT - ($(date +%s) - start)))
     sed 's/\x1b\[[0-9;]*m//g' "$out" > "$out.clean"
     cat "$out" >> "$OUT"
-    local summary
-    summary=$(grep -E '^Summary: [0-9]+ failed, [0-9]+ skipped, [0-9]+ passed' "$out.clean" | tail -n 1 || true)
-    if [ -n "$summary" ]; then
-        P_COMPLETE=1
-        P_FAIL=$(sed -E 's/^Summary: ([0-9]+) failed.*/\1/' <<<"$summary")
-        P_SKIP=$(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$summary")
-        P_PASS=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$summary")
-        P_PASS=$((P_PASS + $(sed -E 's/.* ([0-9]+) expected failures.*/\1/' <<<"$summary")))
+    local summary summaries
+    summaries=$(grep -E '^Summary: [0-9]+ failed, [0-9]+ skipped, [0-9]+ passed' "$out.clean" || true)
+    if [ -n "$summaries" ] && [ "$(wc -l <<<"$summaries")" -eq "$jobs" ]; then
+        # (one summary per instance: the counts are their sums)
+        P_COMPLETE=1 P_FAIL=0 P_SKIP=0 P_PASS=0
+        while read -r summary; do
+            P_FAIL=$((P_FAIL + $(sed -E 's/^Summary: ([0-9]+) failed.*/\1/' <<<"$summary")))
+            P_SKIP=$((P_SKIP + $(sed -E 's/.* ([0-9]+) skipped.*/\1/' <<<"$summary")))
+            P_PASS=$((P_PASS + $(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$summary")))
+            P_PASS=$((P_PASS + $(sed -E 's/.* ([0-9]+) expected failures.*/\1/' <<<"$summary")))
+        done <<<"$summaries"
     else
         P_COMPLETE=0
         P_PASS=$(grep -cE '^[^[:space:]]+ +(ok|failed as expected)$' "$out.clean" || true)

@@ -11,6 +11,9 @@ cargo build --release
 # kernel (listed in tests/pjdfstest-expected-failures.txt, see docs/conformance.md).
 STRATAFS_BIN=target/release/stratafs scripts/pjdfstest.sh \
     --expected tests/pjdfstest-expected-failures.txt | tail -n 25
+# The same with 4 instances at once on one mount (shared node ids, caches, locks).
+STRATAFS_BIN=target/release/stratafs scripts/pjdfstest.sh --jobs 4 \
+    --expected tests/pjdfstest-expected-failures.txt | tail -n 3
 # fsx: bounded runs with fixed seeds, every operation fsx has; no corruption allowed.
 STRATAFS_BIN=target/release/stratafs scripts/fsx.sh --ops 20000 --seeds 1,2 | tail -n 5
 cargo build --all-targets
