@@ -93,8 +93,11 @@ pub fn setattr(
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
     let named = node.loc().is_some();
-    if named || fh.is_none() {
+    if named {
         copy_up_with(ov, node, c.size != Some(0))?;
+    } else if fh.is_none() && !ov.layer(node.stack().top()).is_upper {
+        // A lower file that lost its name cannot be copied up any more.
+        return Err(io::Error::from_raw_os_error(libc::ESTALE));
     }
     // Every change goes through an fd of the upper object itself (an unlinked file's
     // open fd, or one opened without following anything and checked to be the
