@@ -116,7 +116,10 @@ fn mount_fuse(
     if !o.suid.unwrap_or(root) {
         flags |= libc::MS_NOSUID;
     }
-    if !o.dev.unwrap_or(root) {
+    // Device nodes of the layers are not usable unless `dev` is asked for (as
+    // fuse-overlayfs 1.10 mounts): an image layer's device node must not open a
+    // device of the host.
+    if !o.dev.unwrap_or(false) {
         flags |= libc::MS_NODEV;
     }
     if !o.exec.unwrap_or(true) {

@@ -167,6 +167,14 @@ pub fn split_lowerdirs(value: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Does `value` end in a `:` that no backslash escapes (the kernel refuses that)?
+fn ends_with_unescaped_colon(value: &str) -> bool {
+    let Some(rest) = value.strip_suffix(':') else {
+        return false;
+    };
+    rest.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 0
+}
+
 fn path_value(value: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(unescape(value).into_bytes()))
 }
@@ -189,6 +197,11 @@ impl MountOptions {
             None => (item, None),
         };
         match (key, value) {
+            ("lowerdir", Some(v)) if ends_with_unescaped_colon(v) => {
+                return Err(format!(
+                    "unescaped trailing colons in lowerdir mount option: {v}"
+                ))
+            }
             ("lowerdir", Some(v)) => self.lowerdirs = split_lowerdirs(v),
             ("upperdir", Some(v)) => self.upperdir = Some(path_value(v)),
             ("workdir", Some(v)) => self.workdir = Some(path_value(v)),
@@ -273,6 +286,15 @@ mod tests {
             split_items(r"lowerdir=a\,b,ro"),
             vec![r"lowerdir=a\,b", "ro"]
         );
+    }
+
+    #[test]
+    fn a_trailing_colon_in_lowerdir_is_refused_unless_escaped() {
+        assert!(MountOptions::parse(["lowerdir=/a:"]).is_err());
+        assert!(MountOptions::parse(["lowerdir=/a:/b::"]).is_err());
+        assert!(MountOptions::parse([r"lowerdir=/a\\:"]).is_err());
+        let o = MountOptions::parse([r"lowerdir=/a\:"]).unwrap();
+        assert_eq!(o.lowerdirs, vec![PathBuf::from("/a:")]);
     }
 
     #[test]

@@ -179,6 +179,80 @@ fn mark_override_root(root: BorrowedFd, xattr: &std::ffi::CStr, st: &sys::Stat) 
     }
 }
 
+/// Refuses layers that overlap, as the kernel does: the workdir and the upperdir
+/// must be separate subtrees (neither the same directory nor one inside the other),
+/// and a lowerdir may be neither the same directory as another layer or the workdir
+/// ("conflicting") nor inside one or around another lowerdir ("overlapping"). Paths
+/// are compared as the kernel resolved them (the layer roots' `/proc/self/fd`
+/// links), sorted, so that a directory's subdirectories follow it: one pass over
+/// neighbours finds every pair, even with thousands of layers.
+fn check_separate(layers: &[Layer], workdir: Option<&Path>) -> Result<(), String> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Role {
+        Upper,
+        Work,
+        Lower,
+    }
+    let mut all: Vec<(PathBuf, Role, &Path)> = Vec::with_capacity(layers.len() + 1);
+    for l in layers {
+        let real =
+            sys::fd_path(l.root.as_fd()).map_err(|e| format!("{}: {e}", l.path.display()))?;
+        let role = if l.is_upper { Role::Upper } else { Role::Lower };
+        all.push((real, role, &l.path));
+    }
+    if let Some(w) = workdir {
+        let c = CString::new(w.as_os_str().as_bytes())
+            .map_err(|_| format!("workdir {}: invalid path", w.display()))?;
+        let fd = sys::open_path(&c, libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|e| format!("workdir {}: {e}", w.display()))?;
+        let real = sys::fd_path(fd.as_fd()).map_err(|e| format!("workdir {}: {e}", w.display()))?;
+        all.push((real, Role::Work, w));
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let name = |r: Role| match r {
+        Role::Upper => "upperdir",
+        Role::Work => "workdir",
+        Role::Lower => "lowerdir",
+    };
+    // The entries that are ancestors of (or the same as) the current one: in sorted
+    // order a directory's subdirectories follow it, so these are a stack.
+    let mut around: Vec<&(PathBuf, Role, &Path)> = Vec::new();
+    for cur in &all {
+        while around.last().is_some_and(|a| !cur.0.starts_with(&a.0)) {
+            around.pop();
+        }
+        for (outer, ro, po) in around.iter().map(|a| (&a.0, a.1, a.2)) {
+            let (inner, ri, pi) = (&cur.0, cur.1, cur.2);
+            let same = inner == outer;
+            let what = format!(
+                "{} {} {} {} {}",
+                name(ri),
+                pi.display(),
+                if same {
+                    "is the same directory as"
+                } else {
+                    "is inside"
+                },
+                name(ro),
+                po.display()
+            );
+            match (ro, ri) {
+                (Role::Upper, Role::Work) | (Role::Work, Role::Upper) => {
+                    return Err(format!(
+                        "workdir and upperdir must be separate subtrees: {what}"
+                    ))
+                }
+                // A lowerdir around the upper or work dir is allowed, as by the kernel.
+                (Role::Lower, Role::Upper | Role::Work) if !same => {}
+                _ if same => return Err(format!("conflicting lowerdir path: {what}")),
+                _ => return Err(format!("overlapping lowerdir path: {what}")),
+            }
+        }
+        around.push(cur);
+    }
+    Ok(())
+}
+
 impl Overlay {
     /// Owner and mode as the mount shows them for the real object `at` of `layer`.
     pub fn effective(&self, layer: u16, at: sys::At, st: &mut sys::Stat) {
@@ -191,10 +265,7 @@ impl Overlay {
         lowers: &[PathBuf],
         settings: Settings,
     ) -> Result<Overlay, String> {
-        let work = match upper {
-            Some((_, w)) if !settings.read_only => Some(Work::open(w)?),
-            _ => None,
-        };
+        let workdir = upper.map(|(_, w)| w);
         let upper = upper.map(|(u, _)| u);
         let mut specs: Vec<(&Path, bool)> = Vec::new();
         if let Some(u) = upper {
@@ -236,6 +307,12 @@ impl Overlay {
         if layers.len() > u16::MAX as usize {
             return Err("too many layers".into());
         }
+        check_separate(&layers, workdir)?;
+        // (Opened only now: it empties `work/`, which must not be inside a layer.)
+        let work = match workdir {
+            Some(w) if !settings.read_only => Some(Work::open(w)?),
+            _ => None,
+        };
         let ov = Overlay {
             links: crate::links::Links::new(layers.len()),
             layers,

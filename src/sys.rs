@@ -74,6 +74,17 @@ pub fn statat(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// The path the kernel has for the object open as `fd` (its `/proc/self/fd` link):
+/// canonical, with every symlink on the way resolved.
+pub fn fd_path(fd: BorrowedFd) -> io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `flock(fd, LOCK_EX | LOCK_NB)`: EWOULDBLOCK when another open file holds it.
+pub fn lock_exclusive(fd: BorrowedFd) -> io::Result<()> {
+    cvt_unit(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
+}
+
 pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     statat(fd, c"")
 }

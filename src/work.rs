@@ -37,6 +37,10 @@ pub enum XattrNs {
 pub struct Work {
     /// `WORKDIR` itself (`O_PATH`).
     pub dir: OwnedFd,
+    /// `WORKDIR/work` open for reading and locked (`flock`) for the life of the
+    /// mount, as the kernel marks its workdir in use: a second mount of the same
+    /// upper and work is refused instead of emptying `work/` under the first.
+    _lock: OwnedFd,
     /// `WORKDIR/work`, where objects are built.
     pub fd: OwnedFd,
     pub whiteout: WhiteoutFormat,
@@ -81,6 +85,24 @@ impl Work {
         }
         let fd = sys::openat(wdir.as_fd(), c"work", libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
+        let lock = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
+        match sys::lock_exclusive(lock.as_fd()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                return Err(format!(
+                    "workdir {} is in use by another mount{}",
+                    workdir.display(),
+                    holder_of(fd.as_fd()).map_or(String::new(), |h| format!(" ({h})"))
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "workdir {}/work: cannot lock: {e}",
+                    workdir.display()
+                ))
+            }
+        }
         clean_dir(fd.as_fd())
             .map_err(|e| format!("workdir {}/work: cannot clean: {e}", workdir.display()))?;
         let whiteout = if std::env::var_os("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT").is_some()
@@ -104,6 +126,7 @@ impl Work {
         };
         Ok(Work {
             dir: wdir,
+            _lock: lock,
             fd,
             whiteout,
             ns,
@@ -214,6 +237,36 @@ fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
     };
     let _ = sys::unlinkat(work, c"#probe", true);
     ns
+}
+
+/// Which other process holds the work directory `work` open (the mount that locked
+/// it), as "pid N: its command line": looked for in /proc, only to say so.
+fn holder_of(work: BorrowedFd) -> Option<String> {
+    let target = sys::fd_path(work).ok()?;
+    let me = std::process::id().to_string();
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = proc_entry.file_name();
+        let pid = pid.to_str()?;
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|f| std::fs::read_link(f.path()).is_ok_and(|p| p == target))
+        {
+            let cmd = std::fs::read(proc_entry.path().join("cmdline")).unwrap_or_default();
+            let cmd: Vec<String> = cmd
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            return Some(format!("pid {pid}: {}", cmd.join(" ")));
+        }
+    }
+    None
 }
 
 /// Removes everything inside the directory `dir`.

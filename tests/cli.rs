@@ -237,3 +237,184 @@ fn unopenable_dev_fuse_is_refused() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!is_mounted(&m));
 }
+
+/// Layers that overlap are refused as the kernel refuses them, with one line and no
+/// mount: upper and work must be separate subtrees, a lower may not be another layer
+/// (or the work dir) again nor lie inside one, and a trailing `:` in lowerdir is an
+/// error. A lower around the upper (the kernel allows it) still mounts.
+#[test]
+fn overlapping_layers_are_refused_like_the_kernel() {
+    assert_root();
+    let t = TempDir::new("overlap");
+    let (l, l2, u, w, m) = (t.dir("l"), t.dir("l2"), t.dir("u"), t.dir("w"), t.dir("m"));
+    let (u_sub, w_sub, l_sub) = (t.dir("u/sub"), t.dir("w/sub"), t.dir("l/sub"));
+    write(&u.join("keep"), "the upper's own file");
+    std::os::unix::fs::symlink(&l, t.join("l-link")).unwrap();
+    let d = |p: &Path| p.display().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("lowerdir={},upperdir={},workdir={}", d(&l), d(&u), d(&u)),
+            "separate subtrees",
+        ),
+        (
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                d(&l),
+                d(&u),
+                d(&u_sub)
+            ),
+            "separate subtrees",
+        ),
+        (
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                d(&l),
+                d(&w_sub),
+                d(&w)
+            ),
+            "separate subtrees",
+        ),
+        (
+            format!(
+                "lowerdir={}:{},upperdir={},workdir={}",
+                d(&l),
+                d(&l),
+                d(&u),
+                d(&w)
+            ),
+            "conflicting lowerdir",
+        ),
+        // the same directory through a symlink is the same directory
+        (
+            format!("lowerdir={}:{}", d(&l), d(&t.join("l-link"))),
+            "conflicting lowerdir",
+        ),
+        (
+            format!("lowerdir={},upperdir={},workdir={}", d(&u), d(&u), d(&w)),
+            "conflicting lowerdir",
+        ),
+        (
+            format!("lowerdir={},upperdir={},workdir={}", d(&w), d(&u), d(&w)),
+            "conflicting lowerdir",
+        ),
+        (
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                d(&u_sub),
+                d(&u),
+                d(&w)
+            ),
+            "overlapping lowerdir",
+        ),
+        (
+            format!("lowerdir={}:{}", d(&l), d(&l_sub)),
+            "overlapping lowerdir",
+        ),
+        (
+            format!("lowerdir={}:{}", d(&l_sub), d(&l)),
+            "overlapping lowerdir",
+        ),
+        (
+            format!(
+                "lowerdir={}:{}:,upperdir={},workdir={}",
+                d(&l),
+                d(&l2),
+                d(&u),
+                d(&w)
+            ),
+            "trailing colon",
+        ),
+    ];
+    for (opts, expect) in &cases {
+        refused(&[s("-o"), s(opts), m.as_os_str()], &m, expect);
+    }
+    // Nothing was emptied or made in the upper by a refused mount.
+    assert_eq!(names(&u), vec!["keep", "sub"]);
+    assert!(names(&u_sub).is_empty());
+    // A lower around the upper and work dirs mounts, as with the kernel.
+    let around = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        d(&t.path),
+        d(&u),
+        d(&w)
+    );
+    let mount = Mount::new(&around, &m);
+    assert!(m.join("keep").exists());
+    mount.unmount();
+}
+
+/// A second mount of the same upper and work dirs is refused while the first lives
+/// (naming the first), and leaves the first mount's work dir alone; once the first
+/// is unmounted, the dirs mount again.
+#[test]
+fn a_workdir_in_use_is_refused() {
+    assert_root();
+    let t = TempDir::new("inuse");
+    let (l, u, w, m1, m2) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("m1"), t.dir("m2"));
+    write(&l.join("f"), "lower");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    let first = Mount::new(&opts, &m1);
+    // Something in flight in the first mount's work dir stays where it is.
+    write(&w.join("work/in-flight"), "a copy-up being built");
+    refused(
+        &[s("-o"), s(&opts), m2.as_os_str()],
+        &m2,
+        "in use by another mount",
+    );
+    let out = run(&[s("-o"), s(&opts), m2.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&m1.display().to_string()),
+        "the first mount is not named: {err}"
+    );
+    assert!(
+        w.join("work/in-flight").exists(),
+        "the refused mount emptied work/"
+    );
+    write(&m1.join("new"), "through the first");
+    first.unmount();
+    drop(first);
+    let again = Mount::new(&opts, &m2);
+    assert_eq!(
+        fs::read_to_string(m2.join("new")).unwrap(),
+        "through the first"
+    );
+    again.unmount();
+}
+
+/// Device nodes in a layer are not usable through the mount unless `-o dev` is given
+/// (as fuse-overlayfs 1.10 mounts: nodev): an image's device node never opens a host
+/// device, even for root.
+#[test]
+fn device_nodes_are_not_usable_unless_dev_is_asked_for() {
+    assert_root();
+    let t = TempDir::new("nodev");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    mknod(&l.join("zero"), libc::S_IFCHR | 0o666, libc::makedev(1, 5));
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    let m = t.dir("m");
+    let mount = Mount::new(&opts, &m);
+    let e = fs::File::open(m.join("zero")).map(drop);
+    assert_eq!(
+        errno_of(e),
+        libc::EACCES,
+        "a device node opened on a default mount"
+    );
+    mount.unmount();
+    drop(mount);
+    let mount = Mount::new(&format!("{opts},dev"), &m);
+    let mut buf = [1u8; 4];
+    std::io::Read::read_exact(&mut fs::File::open(m.join("zero")).unwrap(), &mut buf).unwrap();
+    assert_eq!(buf, [0; 4]);
+    mount.unmount();
+}
