@@ -87,7 +87,21 @@ impl Work {
             .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
         let lock = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
             .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
-        match sys::lock_exclusive(lock.as_fd()) {
+        // A daemon whose mount just went away may still be on its way out: it lets
+        // go within moments, a live mount never.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let locked = loop {
+            match sys::lock_exclusive(lock.as_fd()) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EWOULDBLOCK)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => break r,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
                 return Err(format!(
