@@ -47,6 +47,7 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
                 req.mountpoint.display()
             ))
         }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => clear_dead_mount(&req.mountpoint)?,
         Err(e) => {
             return Err(match e.raw_os_error() {
                 Some(libc::ENOENT) => {
@@ -221,6 +222,47 @@ fn watch_signals(target: CString) -> Result<(), String> {
         })
         .map(drop)
         .map_err(|e| format!("signal thread: {e}"))
+}
+
+/// The mountpoint answers ENOTCONN: a FUSE mount whose daemon is gone is still
+/// there. A dead stratafs mount is ours to clear (unmounted lazily, then the mount goes
+/// on); any other is explained, with the command that clears it.
+fn clear_dead_mount(mountpoint: &Path) -> Result<(), String> {
+    let abs = std::env::current_dir()
+        .map(|d| d.join(mountpoint))
+        .unwrap_or_else(|_| mountpoint.to_path_buf());
+    let dead = format!(
+        "mountpoint {}: Transport endpoint is not connected (a FUSE mount whose daemon \
+         is gone is still there; `umount {}` removes it)",
+        mountpoint.display(),
+        mountpoint.display()
+    );
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = abs.as_os_str().as_bytes();
+    let ours = info.lines().rev().any(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        let fstype = f.iter().skip_while(|x| **x != "-").nth(1);
+        f.len() > 4 && unescape_mountinfo(f[4]) == want && fstype == Some(&"fuse.stratafs")
+    });
+    if !ours {
+        return Err(dead);
+    }
+    let target = cpath(&abs)?;
+    let cleared = sys::umount_detach(&target).is_ok()
+        || std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(&abs)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if cleared && m.is_dir() => {
+            info!("cleared a dead stratafs mount at {}", abs.display());
+            Ok(())
+        }
+        _ => Err(dead),
+    }
 }
 
 /// Mounts and serves. Returns once the mount is gone (in the daemon), or never in the

@@ -167,3 +167,51 @@ fn foreground_mode_stays_and_debug_logs() {
     assert!(err.contains("DEBUG"), "no debug log on stderr: {err}");
     assert!(!is_mounted(&m));
 }
+
+/// A mount whose daemon was killed answers ENOTCONN; mounting stratafs there again
+/// clears the dead stratafs mount and mounts (with the same upper and work: the dead
+/// daemon's workdir lock went with it).
+#[test]
+fn a_dead_stratafs_mount_is_cleared_by_the_next_mount() {
+    assert_root();
+    let t = TempDir::new("dead");
+    let l = layer(&t);
+    let (u, w, m) = (t.dir("u"), t.dir("w"), t.dir("m"));
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    let first = Mount::new(&opts, &m);
+    write(&m.join("kept"), "before the kill");
+    let pids = daemon_pids(&m);
+    assert_eq!(pids.len(), 1);
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    assert!(
+        wait_for(10, || gone(pids[0])),
+        "the daemon outlived SIGKILL"
+    );
+    let e = fs::metadata(&m).map(drop);
+    assert_eq!(
+        errno_of(e),
+        libc::ENOTCONN,
+        "a killed daemon's mount should be dead"
+    );
+    std::mem::forget(first); // (its mount is the dead one the next mount clears)
+    let again = Mount::new(&opts, &m);
+    assert_eq!(
+        fs::read_to_string(m.join("kept")).unwrap(),
+        "before the kill"
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(m.to_str().unwrap()))
+            .count(),
+        1,
+        "the dead mount is still stacked under the new one"
+    );
+    again.unmount();
+}
