@@ -463,23 +463,33 @@ fn compare_snapshots(sa: &BTreeMap<PathBuf, String>, sb: &BTreeMap<PathBuf, Stri
     );
 }
 
+/// Copies `fixture` twice and mounts one copy with the kernel, the other with
+/// stratafs; both show the same tree. Returns the directories, both mounts, and
+/// stratafs's options.
+fn mount_both(t: &TempDir, fixture: &Path, what: &str) -> (Dirs, OtherMount, Mount, String) {
+    let (k, s) = (t.dir("k"), t.dir("s"));
+    copy_tree(fixture, &k);
+    copy_tree(fixture, &s);
+    let (kf, sf) = (k.join("fixture"), s.join("fixture"));
+    let (kw, sw) = (t.dir("kwork"), t.dir("swork"));
+    let (km, sm) = (t.dir("kmnt"), t.dir("smnt"));
+    let kguard = kernel_mount(&[&kf.join("l1"), &kf.join("l2")], &kf.join("u"), &kw, &km);
+    // (`dev`: device nodes usable, as on the kernel's mount; stratafs's default is nodev)
+    let sopts = layer_opts(
+        &[&sf.join("l1"), &sf.join("l2")],
+        Some((&sf.join("u"), &sw)),
+    ) + ",dev";
+    let smount = Mount::new(&sopts, &sm);
+    compare_trees(&km, &sm, &format!("{what}: fixture"));
+    (Dirs { km, kf, kw, sm, sf }, kguard, smount, sopts)
+}
+
 fn run_seed(seed: u64, nops: usize) {
     assert_root();
     let t = TempDir::new(&format!("diff{seed}"));
     let fixture = build_fixture(&t);
-    let (k, s) = (t.dir("k"), t.dir("s"));
-    copy_tree(&fixture, &k);
-    copy_tree(&fixture, &s);
-    let (kf, sf) = (k.join("fixture"), s.join("fixture"));
-    let (kw, sw) = (t.dir("kwork"), t.dir("swork"));
-    let (km, sm) = (t.dir("kmnt"), t.dir("smnt"));
-    let _kguard = kernel_mount(&[&kf.join("l1"), &kf.join("l2")], &kf.join("u"), &kw, &km);
-    let sopts = layer_opts(
-        &[&sf.join("l1"), &sf.join("l2")],
-        Some((&sf.join("u"), &sw)),
-    );
-    let smount = Mount::new(&sopts, &sm);
-    compare_trees(&km, &sm, &format!("seed {seed}: fixture"));
+    let (dirs, kguard, smount, sopts) = mount_both(&t, &fixture, &format!("seed {seed}"));
+    let (km, sm) = (&dirs.km, &dirs.sm);
 
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut log = Vec::new();
@@ -528,9 +538,8 @@ fn run_seed(seed: u64, nops: usize) {
             );
         }
     }
-    compare_trees(&km, &sm, &format!("seed {seed}: after {nops} ops"));
-    let dirs = Dirs { km, kf, kw, sm, sf };
-    check_after(&t, seed, &dirs, smount, _kguard, &sopts);
+    compare_trees(km, sm, &format!("seed {seed}: after {nops} ops"));
+    check_after(&t, seed, &dirs, smount, kguard, &sopts);
 }
 
 /// The directories of one differential run: the kernel's mount, fixture copy and
@@ -590,7 +599,7 @@ fn check_after(
         wait_for(10, || !is_mounted(km)),
         "kernel overlay still mounted"
     );
-    let sopts2 = layer_opts(&[&kf.join("l1"), &kf.join("l2")], Some((&kf.join("u"), kw)));
+    let sopts2 = layer_opts(&[&kf.join("l1"), &kf.join("l2")], Some((&kf.join("u"), kw))) + ",dev";
     let sm2 = t.dir("smnt2");
     let m2 = Mount::new(&sopts2, &sm2);
     compare_snapshots(
@@ -660,25 +669,12 @@ fn run_concurrent(seed: u64, workers: usize, nops: usize) {
     let t = TempDir::new(&format!("diffc{seed}"));
     let fixture = build_fixture(&t);
     add_worker_trees(&fixture, workers);
-    let (k, s) = (t.dir("k"), t.dir("s"));
-    copy_tree(&fixture, &k);
-    copy_tree(&fixture, &s);
-    let (kf, sf) = (k.join("fixture"), s.join("fixture"));
-    let (kw, sw) = (t.dir("kwork"), t.dir("swork"));
-    let (km, sm) = (t.dir("kmnt"), t.dir("smnt"));
-    let kguard = kernel_mount(&[&kf.join("l1"), &kf.join("l2")], &kf.join("u"), &kw, &km);
-    let sopts = layer_opts(
-        &[&sf.join("l1"), &sf.join("l2")],
-        Some((&sf.join("u"), &sw)),
-    );
-    let smount = Mount::new(&sopts, &sm);
-    compare_trees(&km, &sm, &format!("concurrent seed {seed}: fixture"));
+    let (dirs, kguard, smount, sopts) =
+        mount_both(&t, &fixture, &format!("concurrent seed {seed}"));
+    let (km, sm) = (&dirs.km, &dirs.sm);
     let errors: Vec<String> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (km, sm) = (&km, &sm);
-                sc.spawn(move || concurrent_worker(seed, w, km, sm, nops))
-            })
+            .map(|w| sc.spawn(move || concurrent_worker(seed, w, km, sm, nops)))
             .collect();
         handles
             .into_iter()
@@ -695,11 +691,10 @@ fn run_concurrent(seed: u64, workers: usize, nops: usize) {
         errors.join("\n\n")
     );
     compare_trees(
-        &km,
-        &sm,
+        km,
+        sm,
         &format!("concurrent seed {seed}: after the workers"),
     );
-    let dirs = Dirs { km, kf, kw, sm, sf };
     check_after(&t, seed, &dirs, smount, kguard, &sopts);
 }
 
