@@ -193,21 +193,33 @@ fn check_separate(layers: &[Layer], workdir: Option<&Path>) -> Result<(), String
         Work,
         Lower,
     }
-    let mut all: Vec<(PathBuf, Role, &Path)> = Vec::with_capacity(layers.len() + 1);
-    for l in layers {
-        let real =
-            sys::fd_path(l.root.as_fd()).map_err(|e| format!("{}: {e}", l.path.display()))?;
-        let role = if l.is_upper { Role::Upper } else { Role::Lower };
-        all.push((real, role, &l.path));
-    }
-    if let Some(w) = workdir {
-        let c = CString::new(w.as_os_str().as_bytes())
-            .map_err(|_| format!("workdir {}: invalid path", w.display()))?;
-        let fd = sys::open_path(&c, libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(|e| format!("workdir {}: {e}", w.display()))?;
-        let real = sys::fd_path(fd.as_fd()).map_err(|e| format!("workdir {}: {e}", w.display()))?;
-        all.push((real, Role::Work, w));
-    }
+    let work_fd = match workdir {
+        Some(w) => {
+            let c = CString::new(w.as_os_str().as_bytes())
+                .map_err(|_| format!("workdir {}: invalid path", w.display()))?;
+            let fd = sys::open_path(&c, libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(|e| format!("workdir {}: {e}", w.display()))?;
+            Some((fd, w))
+        }
+        None => None,
+    };
+    let mut fds: Vec<BorrowedFd> = layers.iter().map(|l| l.root.as_fd()).collect();
+    fds.extend(work_fd.as_ref().map(|(fd, _)| fd.as_fd()));
+    let reals = sys::dir_paths(&fds).map_err(|e| format!("cannot resolve the layer paths: {e}"))?;
+    let roles = layers
+        .iter()
+        .map(|l| {
+            (
+                if l.is_upper { Role::Upper } else { Role::Lower },
+                l.path.as_path(),
+            )
+        })
+        .chain(work_fd.as_ref().map(|(_, w)| (Role::Work, *w)));
+    let mut all: Vec<(PathBuf, Role, &Path)> = reals
+        .into_iter()
+        .zip(roles)
+        .map(|(real, (role, p))| (real, role, p))
+        .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let name = |r: Role| match r {
         Role::Upper => "upperdir",
@@ -307,7 +319,9 @@ impl Overlay {
         if layers.len() > u16::MAX as usize {
             return Err("too many layers".into());
         }
+        let t0 = std::time::Instant::now();
         check_separate(&layers, workdir)?;
+        log::debug!("layers checked for overlaps in {:?}", t0.elapsed());
         // (Opened only now: it empties `work/`, which must not be inside a layer.)
         let work = match workdir {
             Some(w) if !settings.read_only => Some(Work::open(w)?),
