@@ -277,7 +277,8 @@ impl Overlay {
         lowers: &[PathBuf],
         settings: Settings,
     ) -> Result<Overlay, String> {
-        let workdir = upper.map(|(_, w)| w);
+        // (A read-only overlay never uses its workdir: `which` passes the upper again.)
+        let workdir = upper.map(|(_, w)| w).filter(|_| !settings.read_only);
         let upper = upper.map(|(u, _)| u);
         let mut specs: Vec<(&Path, bool)> = Vec::new();
         if let Some(u) = upper {

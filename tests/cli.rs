@@ -418,3 +418,44 @@ fn device_nodes_are_not_usable_unless_dev_is_asked_for() {
     assert_eq!(buf, [0; 4]);
     mount.unmount();
 }
+
+/// `stratafs which` tells the layer of each path, with an upper too (it uses no
+/// workdir, so the overlap check must not refuse it).
+#[test]
+fn which_names_the_layer_of_each_path() {
+    assert_root();
+    let t = TempDir::new("which");
+    let (l, u) = (t.dir("l"), t.dir("u"));
+    write(&l.join("low"), "l");
+    write(&l.join("both"), "l");
+    write(&u.join("both"), "u");
+    let opts = format!("lowerdir={},upperdir={}", l.display(), u.display());
+    let out = run(&[
+        s("which"),
+        s("-o"),
+        s(&opts),
+        s("low"),
+        s("both"),
+        s("none"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("low:") && lines[0].contains("lower 1"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("both:") && lines[1].contains("upper"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("none:") && lines[2].contains("not in the merged view"),
+        "{text}"
+    );
+}
