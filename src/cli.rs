@@ -17,7 +17,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[command(
     name = "stratafs",
     about = "A copy-on-write union filesystem in userspace (FUSE), compatible with fuse-overlayfs",
-    override_usage = "stratafs [-f] [-d] [-o OPTS]... [SOURCE] MOUNTPOINT\n       stratafs which -o lowerdir=...[,upperdir=...] PATH...",
+    override_usage = "stratafs [-f] [-d] [-o OPTS]... [SOURCE] MOUNTPOINT\n       stratafs which -o lowerdir=...[,upperdir=...] PATH...\n       stratafs check UPPER --work WORKDIR [--lower L1:L2...] [--repair]",
     disable_version_flag = true,
     args_conflicts_with_subcommands = true
 )]
@@ -58,9 +58,24 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Check an upper layer that is not mounted (after a crash, or before the kernel
+    /// mounts it): report each problem with its fix; repair only with --repair.
+    Check {
+        /// The upper directory.
+        upper: PathBuf,
+        /// Its work directory.
+        #[arg(long, value_name = "WORKDIR")]
+        work: PathBuf,
+        /// The lower directories, topmost first, `:`-separated (read only).
+        #[arg(long, value_name = "L1:L2...")]
+        lower: Option<String>,
+        /// Fix what is found (in the upper and the work dir; never in a lower).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
-const SUBCOMMANDS: &[&str] = &["which", "help"];
+const SUBCOMMANDS: &[&str] = &["which", "check", "help"];
 
 /// fuse-overlayfs ignores dash flags it does not know; so do we, before clap sees them.
 fn drop_unknown_flags(args: Vec<OsString>) -> Vec<OsString> {
@@ -143,6 +158,26 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 println!("{}", crate::inspect::which(&ov, &p));
             }
             Ok(())
+        }
+        Some(Command::Check {
+            upper,
+            work,
+            lower,
+            repair,
+        }) => {
+            let req = crate::check::Request {
+                upper,
+                work,
+                lowers: lower
+                    .as_deref()
+                    .map(crate::options::split_lowerdirs)
+                    .unwrap_or_default(),
+                repair,
+            };
+            match crate::check::run(&req)? {
+                true => Ok(()),
+                false => Err("the upper has problems (listed above)".into()),
+            }
         }
         None => {
             let m = cli.mount;

@@ -7,6 +7,7 @@
 
 mod acl;
 mod attr;
+mod check;
 mod cli;
 mod copy_up;
 mod dir;

@@ -1,0 +1,157 @@
+//! `stratafs check`: each kind of defect planted in an upper is found, with its fix;
+//! `--repair` fixes them all (and the kernel then reads the upper as intended); an
+//! upper that stratafs wrote is clean; a mounted upper is not checked.
+
+mod common;
+use common::*;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+fn check(upper: &Path, work: &Path, lower: &Path, repair: bool) -> (bool, String) {
+    let mut args = vec![
+        OsStr::new("check"),
+        upper.as_os_str(),
+        OsStr::new("--work"),
+        work.as_os_str(),
+        OsStr::new("--lower"),
+        lower.as_os_str(),
+    ];
+    if repair {
+        args.push(OsStr::new("--repair"));
+    }
+    let out = run(&args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn each_planted_defect_is_found_and_repaired() {
+    assert_root();
+    let t = TempDir::new("check");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("gone"), "hidden by an AUFS whiteout in the upper");
+    write(&l.join("opq/lower-only"), "hidden by an opaque marker");
+    write(&l.join("real/x"), "a lower directory");
+    // the defects
+    write(&w.join("work/#leftover"), "half a copy-up");
+    write(&u.join(".wh.gone"), "");
+    write(&u.join("opq/.wh..wh..opq"), "");
+    write(&u.join("opq/own"), "own");
+    write(&u.join("file-opaque"), "x");
+    set_xattr(&u.join("file-opaque"), "trusted.overlay.opaque", b"y");
+    write(&u.join("file-redirect"), "x");
+    set_xattr(
+        &u.join("file-redirect"),
+        "trusted.overlay.redirect",
+        b"/real",
+    );
+    fs::create_dir_all(u.join("escape")).unwrap();
+    set_xattr(&u.join("escape"), "trusted.overlay.redirect", b"/../../etc");
+    fs::create_dir_all(u.join("nowhere")).unwrap();
+    set_xattr(
+        &u.join("nowhere"),
+        "trusted.overlay.redirect",
+        b"/no/such/dir",
+    );
+    fs::create_dir_all(u.join("moved")).unwrap();
+    set_xattr(&u.join("moved"), "trusted.overlay.redirect", b"/real");
+    write(&u.join("bad-origin"), "x");
+    set_xattr(
+        &u.join("bad-origin"),
+        "trusted.overlay.stratafs.origin",
+        b"123",
+    );
+    write(&u.join("sub/copied"), "x");
+    set_xattr(
+        &u.join("sub/copied"),
+        "trusted.overlay.stratafs.origin",
+        &7u64.to_le_bytes(),
+    );
+
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(!ok, "defects but a clean exit:\n{out}");
+    for (path, what) in [
+        ("work/#leftover", "leftover"),
+        (".wh.gone", "AUFS whiteout"),
+        ("opq/.wh..wh..opq", "AUFS opaque marker"),
+        ("file-opaque", "on a non-directory"),
+        ("file-redirect", "redirect on a non-directory"),
+        ("escape", "leaves the layers"),
+        ("nowhere", "no lower holds"),
+        ("bad-origin", "wrong size"),
+        ("sub", "not marked impure"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|line| line.starts_with(&format!("{path}:")) && line.contains(what)),
+            "{path} ({what}) not reported:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("moved:"),
+        "a redirect that leads somewhere was reported:\n{out}"
+    );
+    assert!(out.contains("9 problems found"), "{out}");
+    // Nothing changed without --repair.
+    assert!(w.join("work/#leftover").exists() && u.join(".wh.gone").exists());
+
+    let (ok, out) = check(&u, &w, &l, true);
+    assert!(ok, "--repair left problems:\n{out}");
+    assert!(out.contains("all repaired"), "{out}");
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(
+        ok && out.contains("clean"),
+        "not clean after the repair:\n{out}"
+    );
+    assert_eq!(
+        get_xattr(&u.join("moved"), "trusted.overlay.redirect").unwrap(),
+        b"/real"
+    );
+    assert_eq!(
+        fs::read_to_string(l.join("gone")).unwrap(),
+        "hidden by an AUFS whiteout in the upper"
+    );
+
+    // The kernel now reads the upper as stratafs did before: `gone` hidden, `opq` opaque.
+    let (kw, km) = (t.dir("kw"), t.dir("km"));
+    let k = OtherMount::kernel_overlay(&[&l], &u, &kw, ",redirect_dir=on", &km);
+    assert!(
+        !km.join("gone").exists(),
+        "the repaired whiteout does not hide for the kernel"
+    );
+    assert_eq!(names(&km.join("opq")), vec!["own"]);
+    drop(k);
+}
+
+#[test]
+fn an_upper_stratafs_wrote_is_clean_and_a_mounted_one_is_not_checked() {
+    assert_root();
+    let t = TempDir::new("check-clean");
+    let (l, u, w, m) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("m"));
+    write(&l.join("a/f"), "f");
+    write(&l.join("a/g"), "g");
+    write(&l.join("b/h"), "h");
+    let mount = Mount::layers(&[&l], Some((&u, &w)), &m);
+    append(&m.join("a/f"), "+"); // a copy-up: origin and impure
+    fs::remove_file(m.join("a/g")).unwrap(); // a whiteout
+    fs::rename(m.join("b"), m.join("c")).unwrap(); // a redirect
+    fs::remove_dir_all(m.join("a")).unwrap();
+    fs::create_dir(m.join("a")).unwrap(); // an opaque directory
+    write(&m.join("a/new"), "new");
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(
+        !ok && out.contains("in use by a mount"),
+        "a mounted upper was checked:\n{out}"
+    );
+    mount.unmount();
+    drop(mount);
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(
+        ok && out.contains("clean"),
+        "an upper stratafs wrote is not clean:\n{out}"
+    );
+}
