@@ -226,23 +226,28 @@ fn data(n: usize, seed: usize) -> Vec<u8> {
 fn apply(root: &Path, op: &Op) -> String {
     let p = |r: &PathBuf| root.join(r);
     match op {
-        Op::Create(f, n) => res(open(&p(f), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
-            .and_then(|mut fh| fh.write_all(&data(*n, 1)))),
-        Op::WriteAt(f, off, n) => res(open(&p(f), libc::O_WRONLY).and_then(|mut fh| {
+        Op::Create(f, n) => res(open_nofollow(
+            &p(f),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        )
+        .and_then(|mut fh| fh.write_all(&data(*n, 1)))),
+        Op::WriteAt(f, off, n) => res(open_nofollow(&p(f), libc::O_WRONLY).and_then(|mut fh| {
             fh.seek(SeekFrom::Start(*off))?;
             fh.write_all(&data(*n, 2))
         })),
-        Op::Append(f, n) => res(open(&p(f), libc::O_WRONLY | libc::O_APPEND)
+        Op::Append(f, n) => res(open_nofollow(&p(f), libc::O_WRONLY | libc::O_APPEND)
             .and_then(|mut fh| fh.write_all(&data(*n, 3)))),
-        Op::Truncate(f, n) => res(open(&p(f), libc::O_WRONLY).and_then(|fh| fh.set_len(*n))),
-        Op::Read(f) => res(open(&p(f), libc::O_RDONLY).and_then(|mut fh| {
+        Op::Truncate(f, n) => {
+            res(open_nofollow(&p(f), libc::O_WRONLY).and_then(|fh| fh.set_len(*n)))
+        }
+        Op::Read(f) => res(open_nofollow(&p(f), libc::O_RDONLY).and_then(|mut fh| {
             let mut d = Vec::new();
             fh.read_to_end(&mut d)?;
             let mut h = DefaultHasher::new();
             h.write(&d);
             Ok(h.finish())
         })),
-        Op::OpenRdwr(f) => res(open(&p(f), libc::O_RDWR).map(drop)),
+        Op::OpenRdwr(f) => res(open_nofollow(&p(f), libc::O_RDWR).map(drop)),
         Op::Mkdir(d, m) => errno_res(unsafe { libc::mkdir(cstr(&p(d)).as_ptr(), *m) }),
         Op::Rmdir(d) => res(fs::remove_dir(p(d))),
         Op::Unlink(f) => res(fs::remove_file(p(f))),
@@ -307,23 +312,25 @@ fn apply(root: &Path, op: &Op) -> String {
         Op::Readlink(f) => res(fs::read_link(p(f))),
         Op::RmRf(d) => res(rm_rf(&p(d))),
         Op::CreateExcl(f) => {
-            res(open(&p(f), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).map(drop))
+            res(open_nofollow(&p(f), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).map(drop))
         }
-        Op::Fallocate(f, mode, off, len) => res(open(&p(f), libc::O_WRONLY).and_then(|fh| {
-            let r = unsafe {
-                libc::fallocate(
-                    std::os::fd::AsRawFd::as_raw_fd(&fh),
-                    *mode,
-                    *off as i64,
-                    *len as i64,
-                )
-            };
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        })),
+        Op::Fallocate(f, mode, off, len) => {
+            res(open_nofollow(&p(f), libc::O_WRONLY).and_then(|fh| {
+                let r = unsafe {
+                    libc::fallocate(
+                        std::os::fd::AsRawFd::as_raw_fd(&fh),
+                        *mode,
+                        *off as i64,
+                        *len as i64,
+                    )
+                };
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }))
+        }
         // the null device (1:3) only: reading or writing it is harmless
         Op::MknodNull(f) => errno_res(unsafe {
             libc::mknod(
@@ -337,21 +344,6 @@ fn apply(root: &Path, op: &Op) -> String {
             "ok".into()
         }
     }
-}
-
-/// open(2) that never follows a symlink and never blocks on a fifo.
-fn open(p: &Path, flags: i32) -> std::io::Result<fs::File> {
-    let fd = unsafe {
-        libc::open(
-            cstr(p).as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// rm -rf that never follows a symlink.

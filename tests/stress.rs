@@ -83,21 +83,6 @@ fn io_errno<T>(r: std::io::Result<T>) -> Result<(), i32> {
     r.map(drop).map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-/// open(2) that never follows a symlink and never blocks.
-fn open(p: &Path, flags: i32) -> std::io::Result<fs::File> {
-    let fd = unsafe {
-        libc::open(
-            cpath(p).as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
-}
-
 /// One random operation on the shared tree under `m`; its name and result.
 fn one_op(m: &Path, rng: &mut Rng) -> (&'static str, Result<(), i32>) {
     let pick = |rng: &mut Rng| {
@@ -110,19 +95,20 @@ fn one_op(m: &Path, rng: &mut Rng) -> (&'static str, Result<(), i32>) {
         0 => (
             "create",
             io_errno(
-                open(&a, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+                open_nofollow(&a, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
                     .and_then(|mut f| f.write_all(b"created\n")),
             ),
         ),
         1 => (
             "append",
             io_errno(
-                open(&a, libc::O_WRONLY | libc::O_APPEND).and_then(|mut f| f.write_all(b"+\n")),
+                open_nofollow(&a, libc::O_WRONLY | libc::O_APPEND)
+                    .and_then(|mut f| f.write_all(b"+\n")),
             ),
         ),
         2 | 3 => (
             "read",
-            io_errno(open(&a, libc::O_RDONLY).and_then(|mut f| {
+            io_errno(open_nofollow(&a, libc::O_RDONLY).and_then(|mut f| {
                 let mut v = Vec::new();
                 f.read_to_end(&mut v)
             })),
@@ -155,7 +141,7 @@ fn one_op(m: &Path, rng: &mut Rng) -> (&'static str, Result<(), i32>) {
         ),
         13 => (
             "truncate",
-            io_errno(open(&a, libc::O_WRONLY).and_then(|f| f.set_len(3))),
+            io_errno(open_nofollow(&a, libc::O_WRONLY).and_then(|f| f.set_len(3))),
         ),
         14 => ("link", io_errno(fs::hard_link(&a, &b))),
         _ => {
@@ -308,6 +294,20 @@ fn eight_workers_on_one_shared_tree() {
     assert_eq!(snapshot(&m), view, "the tree differs after a remount");
     again.unmount();
     drop(again);
+    // ... and `stratafs check` finds nothing wrong in the upper.
+    let out = run(&[
+        std::ffi::OsStr::new("check"),
+        u.as_os_str(),
+        std::ffi::OsStr::new("--work"),
+        w.as_os_str(),
+        std::ffi::OsStr::new("--lower"),
+        l.as_os_str(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("clean"),
+        "stratafs check: {said}"
+    );
     let (kw, km) = (t.dir("kw"), t.dir("km"));
     let kernel = OtherMount::kernel_overlay(&[&l], &u, &kw, ",redirect_dir=on,index=on", &km);
     assert_eq!(

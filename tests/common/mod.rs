@@ -418,3 +418,20 @@ pub fn assert_root() {
         "these tests mount for real and need root"
     );
 }
+
+/// open(2) of `p` that never follows a symlink and never blocks (on a FIFO), with
+/// mode 0644 for a file it creates.
+pub fn open_nofollow(p: &Path, flags: i32) -> std::io::Result<fs::File> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
