@@ -1,0 +1,350 @@
+//! Crash runs: the daemon is killed (SIGKILL) at random moments during a big copy-up,
+//! a storm of metadata copy-ups, and a storm of namespace operations, 10 times each.
+//! After each kill the mount is made again over the same layers and checked against
+//! the log of the operations that completed: each of them is there, the one in flight
+//! is either done or not done (never half), and nothing else changed. Then
+//! `stratafs check` finds nothing wrong in the upper, and kernel overlayfs mounts it
+//! and shows the same tree. `STRATAFS_CRASH_KILLS` sets the kills per kind (default 10).
+
+mod common;
+use common::*;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::hash::Hasher;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn kills() -> usize {
+    std::env::var("STRATAFS_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// What the tree shows: per path, type, mode, size and content hash, link target.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(root.join(&rel)).unwrap() {
+            let r = rel.join(e.unwrap().file_name());
+            let p = root.join(&r);
+            let md = fs::symlink_metadata(&p).unwrap();
+            let mut s = format!("mode={:o}", md.mode());
+            if md.is_file() {
+                let mut h = DefaultHasher::new();
+                h.write(&fs::read(&p).unwrap());
+                s += &format!(" size={} hash={:x}", md.size(), h.finish());
+            } else if md.is_dir() {
+                stack.push(r.clone());
+            }
+            out.insert(r, s);
+        }
+    }
+    out
+}
+
+/// Kills the daemon of the mount at `m` (SIGKILL) and waits until it is gone.
+fn kill_daemon(m: &Path) {
+    for pid in daemon_pids(m) {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let gone = wait_for(10, || {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z ") || s.contains(") X "))
+        });
+        assert!(gone, "the daemon outlived SIGKILL");
+    }
+}
+
+/// After the crash runs: `stratafs check` finds nothing, and the kernel mounting the
+/// upper shows `view`.
+fn upper_is_sound(t: &TempDir, l: &Path, u: &Path, w: &Path, view: &BTreeMap<PathBuf, String>) {
+    let out = run(&[
+        OsStr::new("check"),
+        u.as_os_str(),
+        OsStr::new("--work"),
+        w.as_os_str(),
+        OsStr::new("--lower"),
+        l.as_os_str(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("clean"),
+        "stratafs check: {said}"
+    );
+    let (kw, km) = (t.dir("kw"), t.dir("km"));
+    let k = OtherMount::kernel_overlay(&[l], u, &kw, ",redirect_dir=on,index=on", &km);
+    assert_eq!(
+        &snapshot(&km),
+        view,
+        "the kernel reads another tree from the upper"
+    );
+    drop(k);
+}
+
+/// A 64 MiB lower file is opened for appending (a copy-up of all its data) and the
+/// daemon is killed at a random moment: afterwards the file is the lower one, or the
+/// whole copy with the append, never a part.
+#[test]
+fn a_killed_copy_up_is_all_or_nothing() {
+    assert_root();
+    let t = TempDir::new("crash-copy");
+    let (l, u, w, m) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("m"));
+    let size = 64usize << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    fs::write(l.join("big"), &data).unwrap();
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mut rng = Rng(0x5eed_c0de_1234_5678);
+    let mut outcomes = [0usize; 2];
+    for round in 0..kills() {
+        // A fresh upper each round: the append copies the whole file up again.
+        for d in [&u, &w] {
+            fs::remove_dir_all(d).unwrap();
+            fs::create_dir(d).unwrap();
+        }
+        let mount = Mount::new(&opts, &m);
+        let before = fs::read(m.join("big")).unwrap();
+        assert_eq!(before, data, "round {round}: the lower file reads wrong");
+        let appender = {
+            let p = m.join("big");
+            std::thread::spawn(move || {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(&p)
+                    .and_then(|mut f| f.write_all(b"appended"))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(rng.below(120)));
+        kill_daemon(&m);
+        let done = appender.join().expect("the appender panicked").is_ok();
+        std::mem::forget(mount); // (dead: the next mount clears it)
+        let mount = Mount::new(&opts, &m);
+        let after = fs::read(m.join("big")).unwrap();
+        let whole = {
+            let mut v = before.clone();
+            v.extend_from_slice(b"appended");
+            v
+        };
+        assert!(
+            after == before || after == whole,
+            "round {round}: the file is {} bytes, neither the {} before nor the whole copy",
+            after.len(),
+            before.len()
+        );
+        assert_eq!(
+            &after[..data.len()],
+            &data[..],
+            "round {round}: the data changed"
+        );
+        if done {
+            assert_ne!(after, before, "round {round}: a completed append is lost");
+        }
+        outcomes[usize::from(after != before)] += 1;
+        mount.unmount();
+    }
+    eprintln!(
+        "copy-up crash: {} rounds untouched, {} with the append",
+        outcomes[0], outcomes[1]
+    );
+    let mount = Mount::new(&opts, &m);
+    let view = snapshot(&m);
+    mount.unmount();
+    drop(mount);
+    upper_is_sound(&t, &l, &u, &w, &view);
+}
+
+/// One operation of a storm and the state it leaves, to check after a crash.
+#[derive(Clone)]
+enum Op {
+    /// chmod of a lower file (a metadata copy-up).
+    Chmod(PathBuf, u32),
+    /// create of a file with this content.
+    Create(PathBuf, String),
+    /// rename of a file.
+    Rename(PathBuf, PathBuf),
+    /// unlink of a file (a whiteout where it is in the lower).
+    Unlink(PathBuf),
+}
+
+impl Op {
+    fn apply(&self, m: &Path) -> std::io::Result<()> {
+        match self {
+            Op::Chmod(p, mode) => fs::set_permissions(m.join(p), fs::Permissions::from_mode(*mode)),
+            Op::Create(p, c) => fs::write(m.join(p), c),
+            Op::Rename(a, b) => fs::rename(m.join(a), m.join(b)),
+            Op::Unlink(p) => fs::remove_file(m.join(p)),
+        }
+    }
+
+    /// Applies the operation to the model of the tree (path -> "mode content").
+    fn model(&self, tree: &mut BTreeMap<PathBuf, (u32, String)>) {
+        match self {
+            Op::Chmod(p, mode) => {
+                if let Some(e) = tree.get_mut(p) {
+                    e.0 = *mode;
+                }
+            }
+            Op::Create(p, c) => {
+                tree.insert(p.clone(), (0o644, c.clone()));
+            }
+            Op::Rename(a, b) => {
+                if let Some(e) = tree.remove(a) {
+                    tree.insert(b.clone(), e);
+                }
+            }
+            Op::Unlink(p) => {
+                tree.remove(p);
+            }
+        }
+    }
+}
+
+/// The files under `m` (one directory level below `dirs`), as the model has them.
+fn files(m: &Path, dirs: &[&str]) -> BTreeMap<PathBuf, (u32, String)> {
+    let mut out = BTreeMap::new();
+    for d in dirs {
+        for e in fs::read_dir(m.join(d)).unwrap() {
+            let e = e.unwrap();
+            let rel = Path::new(d).join(e.file_name());
+            let md = fs::symlink_metadata(m.join(&rel)).unwrap();
+            let content = fs::read_to_string(m.join(&rel)).unwrap();
+            out.insert(rel, (md.mode() & 0o7777, content));
+        }
+    }
+    out
+}
+
+/// Runs `ops` from the first on through the mount on another thread and kills the
+/// daemon at a random moment; returns how many completed.
+fn storm_until_killed(m: &Path, ops: &[Op], rng: &mut Rng) -> usize {
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = {
+        let (m, ops, done) = (m.to_path_buf(), ops.to_vec(), done.clone());
+        std::thread::spawn(move || {
+            for op in &ops {
+                if op.apply(&m).is_err() {
+                    return;
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(5 + rng.below(60)));
+    kill_daemon(m);
+    worker.join().expect("the storm panicked");
+    done.load(Ordering::SeqCst)
+}
+
+/// A storm of `ops` (made by `make` from the round's number and the model) is killed
+/// at a random moment, `kills()` times; after each, the remounted tree is the model
+/// after the completed operations, or after one more (the one in flight).
+fn storm(tag: &str, make: impl Fn(usize, &BTreeMap<PathBuf, (u32, String)>) -> Vec<Op>) {
+    assert_root();
+    let t = TempDir::new(tag);
+    let (l, u, w, m) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("m"));
+    let dirs = ["a", "b"];
+    unsafe { libc::umask(0o022) }; // (the model's files are made 0644)
+    for d in dirs {
+        for i in 0..300 {
+            write(&l.join(d).join(format!("f{i}")), &format!("lower {d}/f{i}"));
+        }
+    }
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mut rng = Rng(0x0dd_ba11_cafe_f00d ^ tag.len() as u64);
+    let mount = Mount::new(&opts, &m);
+    let mut model = files(&m, &dirs);
+    mount.unmount();
+    drop(mount);
+    let mut total = 0;
+    for round in 0..kills() {
+        let ops = make(round, &model);
+        let mount = Mount::new(&opts, &m);
+        let n = storm_until_killed(&m, &ops, &mut rng);
+        std::mem::forget(mount);
+        let mount = Mount::new(&opts, &m);
+        let seen = files(&m, &dirs);
+        let mut after_n = model.clone();
+        ops[..n].iter().for_each(|op| op.model(&mut after_n));
+        let mut after_more = after_n.clone();
+        if let Some(op) = ops.get(n) {
+            op.model(&mut after_more);
+        }
+        assert!(
+            seen == after_n || seen == after_more,
+            "{tag} round {round}: after {n} completed operations the tree is neither \
+             the model with them nor with the one in flight"
+        );
+        model = seen;
+        total += n;
+        mount.unmount();
+    }
+    eprintln!("{tag}: {total} operations completed over {} kills", kills());
+    let mount = Mount::new(&opts, &m);
+    let view = snapshot(&m);
+    mount.unmount();
+    drop(mount);
+    upper_is_sound(&t, &l, &u, &w, &view);
+}
+
+#[test]
+fn a_killed_metadata_copy_up_storm_loses_nothing_completed() {
+    storm("crash-meta", |round, _| {
+        (0..300)
+            .map(|i| {
+                let d = if (i + round) % 2 == 0 { "a" } else { "b" };
+                let mode = [0o600, 0o640, 0o755, 0o700][(i + round) % 4];
+                Op::Chmod(PathBuf::from(format!("{d}/f{i}")), mode)
+            })
+            .collect()
+    });
+}
+
+#[test]
+fn a_killed_namespace_storm_loses_nothing_completed() {
+    storm("crash-names", |round, model| {
+        let names: Vec<&PathBuf> = model.keys().collect();
+        let mut ops = Vec::new();
+        for i in 0..200 {
+            // (creates land in a/, renames move them to b/)
+            let d = if i % 4 == 0 { "a" } else { "b" };
+            match i % 4 {
+                0 => ops.push(Op::Create(
+                    PathBuf::from(format!("{d}/r{round}-n{i}")),
+                    format!("round {round} op {i}"),
+                )),
+                1 => ops.push(Op::Rename(
+                    PathBuf::from(format!("a/r{round}-n{}", i - 1)),
+                    PathBuf::from(format!("{d}/r{round}-m{i}")),
+                )),
+                _ => {
+                    // a name that is there before this round (lower or earlier rounds)
+                    let p = names[(i * 7 + round * 13) % names.len()].clone();
+                    if !ops.iter().any(|o| matches!(o, Op::Unlink(q) if *q == p)) {
+                        ops.push(Op::Unlink(p));
+                    }
+                }
+            }
+        }
+        ops
+    });
+}
