@@ -92,7 +92,10 @@ fn upper_is_sound(t: &TempDir, l: &Path, u: &Path, w: &Path, view: &BTreeMap<Pat
         out.status.success() && said.contains("clean"),
         "stratafs check: {said}"
     );
-    let (kw, km) = (t.dir("kw"), t.dir("km"));
+    // (the kernel's work dir beside the upper: on the same filesystem)
+    let kw = u.parent().unwrap().join("kw");
+    fs::create_dir_all(&kw).unwrap();
+    let km = t.dir("km");
     let k = OtherMount::kernel_overlay(&[l], u, &kw, ",redirect_dir=on,index=on", &km);
     assert_eq!(
         &snapshot(&km),
@@ -347,4 +350,83 @@ fn a_killed_namespace_storm_loses_nothing_completed() {
         }
         ops
     });
+}
+
+/// An upper that runs out of space (a 16 MiB tmpfs): the copy-up of a 32 MiB lower
+/// file fails with ENOSPC for the caller and leaves nothing of itself (the name shows
+/// the lower file, the upper and work dir hold no part of the copy); creates that fill
+/// the upper get ENOSPC; after deleting them the mount works on, and the upper is
+/// sound (remount, `stratafs check`, kernel overlayfs).
+#[test]
+fn an_upper_out_of_space_gives_enospc_and_leaves_nothing_half_made() {
+    assert_root();
+    let t = TempDir::new("enospc");
+    let (l, m, small) = (t.dir("l"), t.dir("m"), t.dir("small"));
+    let data: Vec<u8> = (0..32usize << 20).map(|i| (i % 241) as u8).collect();
+    fs::write(l.join("big"), &data).unwrap();
+    write(&l.join("little"), "little");
+    let fs_guard = OtherMount::new("tmpfs", "tmpfs", "size=16m,mode=0755", &small);
+    let (u, w) = (small.join("u"), small.join("w"));
+    fs::create_dir_all(&u).unwrap();
+    fs::create_dir_all(&w).unwrap();
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mount = Mount::new(&opts, &m);
+
+    let r = fs::OpenOptions::new().append(true).open(m.join("big"));
+    assert_eq!(errno_of(r), libc::ENOSPC, "the copy-up that cannot fit");
+    assert_eq!(
+        fs::read(m.join("big")).unwrap(),
+        data,
+        "the lower file reads wrong"
+    );
+    assert!(
+        !u.join("big").exists(),
+        "a part of the copy is in the upper"
+    );
+    assert!(
+        names(&w.join("work")).iter().all(|n| n.starts_with('#')),
+        "work/: {:?}",
+        names(&w.join("work"))
+    );
+    let used = |p: &Path| {
+        let st = nix_statvfs(p);
+        (st.0 - st.1) * st.2
+    };
+    assert!(
+        used(&small) < 1 << 20,
+        "the failed copy still takes {} bytes",
+        used(&small)
+    );
+
+    let mut made = 0;
+    let filled = loop {
+        match fs::write(m.join(format!("fill{made}")), vec![7u8; 1 << 20]) {
+            Ok(()) => made += 1,
+            Err(e) => break e.raw_os_error(),
+        }
+        assert!(made < 64, "a 16 MiB upper took 64 MiB");
+    };
+    assert_eq!(filled, Some(libc::ENOSPC));
+    for i in 0..=made {
+        let _ = fs::remove_file(m.join(format!("fill{i}")));
+    }
+    fs::set_permissions(m.join("little"), fs::Permissions::from_mode(0o600)).unwrap();
+    write(&m.join("after"), "space again");
+    let view = snapshot(&m);
+    mount.unmount();
+    drop(mount);
+    let again = Mount::new(&opts, &m);
+    assert_eq!(snapshot(&m), view, "the tree differs after a remount");
+    again.unmount();
+    drop(again);
+    upper_is_sound(&t, &l, &u, &w, &view);
+    drop(fs_guard);
+}
+
+/// (total blocks, free blocks, block size) of the filesystem at `p`.
+fn nix_statvfs(p: &Path) -> (u64, u64, u64) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    (st.f_blocks, st.f_bfree, st.f_frsize)
 }
