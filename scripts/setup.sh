@@ -8,6 +8,8 @@ command -v mountpoint >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v setfacl >/dev/null || need+=(acl)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v losetup >/dev/null || need+=(mount)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v cargo >/dev/null || need+=(cargo rustc)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

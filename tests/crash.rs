@@ -430,3 +430,116 @@ fn nix_statvfs(p: &Path) -> (u64, u64, u64) {
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
     (st.f_blocks, st.f_bfree, st.f_frsize)
 }
+
+/// The upper's filesystem shuts down under the mount (`EXT4_IOC_SHUTDOWN` on a loop
+/// ext4, as a dying disk does): requests that need the upper fail with an errno and
+/// never hang, the daemon lives on and still serves the lower, and it exits when
+/// unmounted. After the filesystem is mounted again (journal replayed), the changes
+/// synced before the shutdown are there, and the upper is sound (a remount,
+/// `stratafs check`, kernel overlayfs).
+#[test]
+fn an_upper_that_shuts_down_gives_errors_and_recovers() {
+    assert_root();
+    for tool in ["mkfs.ext4", "losetup"] {
+        assert!(
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "{tool} is needed (e2fsprogs, util-linux: scripts/setup.sh installs them)"
+        );
+    }
+    let t = TempDir::new("shutdown");
+    let (l, m, disk) = (t.dir("l"), t.dir("m"), t.dir("disk"));
+    for i in 0..20 {
+        write(&l.join(format!("d/f{i}")), &format!("lower {i}"));
+    }
+    let img = t.join("upper.img");
+    fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        mkfs.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&mkfs.stderr)
+    );
+    let ext4 = OtherMount::new("ext4", &img.display().to_string(), "loop", &disk);
+    let (u, w) = (disk.join("u"), disk.join("w"));
+    fs::create_dir_all(&u).unwrap();
+    fs::create_dir_all(&w).unwrap();
+    let opts = layer_opts(&[&l], Some((&u, &w)));
+    let mount = Mount::new(&opts, &m);
+    for i in 0..10 {
+        fs::set_permissions(m.join(format!("d/f{i}")), fs::Permissions::from_mode(0o600)).unwrap();
+        write(&m.join(format!("new{i}")), &format!("new {i}"));
+    }
+    fs::remove_file(m.join("d/f10")).unwrap();
+    let synced = snapshot(&m);
+    unsafe { libc::sync() };
+
+    // Shut the upper's filesystem down (no log flush: as a disk that stops).
+    let dfd = fs::File::open(&disk).unwrap();
+    const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+    let flag: u32 = 2; // EXT4_GOING_FLAGS_NOLOGFLUSH
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&dfd),
+            EXT4_IOC_SHUTDOWN,
+            &flag,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "EXT4_IOC_SHUTDOWN: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(dfd);
+
+    // Changes fail with an errno, in time; the lower is still served.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m2 = m.clone();
+    std::thread::spawn(move || {
+        let create = fs::write(m2.join("after"), "x").map_err(|e| e.raw_os_error());
+        let chmod = fs::set_permissions(m2.join("d/f15"), fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.raw_os_error());
+        let unlink = fs::remove_file(m2.join("new1")).map_err(|e| e.raw_os_error());
+        let lower = fs::read_to_string(m2.join("d/f19"));
+        let _ = tx.send((create, chmod, unlink, lower.ok()));
+    });
+    let (create, chmod, unlink, lower) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("requests hung on the shut-down upper");
+    for (what, r) in [("create", create), ("chmod", chmod), ("unlink", unlink)] {
+        assert!(r.is_err(), "{what} succeeded on a shut-down upper");
+    }
+    assert_eq!(
+        lower.as_deref(),
+        Some("lower 19"),
+        "the lower is not served"
+    );
+    assert_eq!(daemon_pids(&m).len(), 1, "the daemon died");
+    mount.unmount();
+    drop(mount);
+
+    // The filesystem back (its journal replayed): what was synced is there.
+    drop(ext4);
+    assert!(
+        wait_for(10, || !is_mounted(&disk)),
+        "the loop ext4 is still mounted"
+    );
+    let ext4 = OtherMount::new("ext4", &img.display().to_string(), "loop", &disk);
+    let again = Mount::new(&opts, &m);
+    let view = snapshot(&m);
+    assert_eq!(
+        view, synced,
+        "the synced changes are not what the remount shows"
+    );
+    again.unmount();
+    drop(again);
+    upper_is_sound(&t, &l, &u, &w, &view);
+    drop(ext4);
+}
