@@ -59,6 +59,11 @@
 #           (max, p99, max per kind of call) during the copy-up. After the caches are
 #           dropped, the lower layer's other/ is listed directly (not through the
 #           mount) so the prober does not wait for the disk; big stays cold.
+#   mounts  mount time at 8, 128 and 500 lower layers (each layer a directory with one
+#           file, given by relative paths; a fresh upper and work dir): the median of 10 [5] mounts per
+#           repetition, from the mount command's start until it returns with the mount
+#           live (a FUSE daemon returns once it is), each checked to show the layers'
+#           files, then unmounted. What `podman run` pays per container start.
 #   memory  (only when named; not in the default list) the FUSE daemon's memory for a
 #           lower layer of 1,000,000 [100,000] empty files in 1,000 [100] dirs (empty
 #           upper); fuse-overlayfs and stratafs only (kernel overlayfs has no daemon: its
@@ -89,7 +94,7 @@ for a in "$@"; do
     if [[ $a =~ ^[][A-Za-z0-9_./,:=@%+-]+$ ]]; then CMDLINE+=" $a"; else CMDLINE+=" $(printf '%q' "$a")"; fi
 done
 
-ALL_WORKLOADS=(walk io copyup untar bigdir src rename stall)
+ALL_WORKLOADS=(walk io copyup untar bigdir src rename stall mounts)
 OPT_WORKLOADS=(podman memory)       # run only when named
 ALL_IMPLS=(kernel fuse-ovl stratafs)
 
@@ -733,6 +738,67 @@ run_rename() {
     record rename "rename (s)" "$impl" "$rep" "$secs"
     record rename "rename check" "$impl" "$rep" "$status"
     unmount_run
+}
+
+# ---------------------------------------------------------------------------------------
+# Workload: mounts
+# ---------------------------------------------------------------------------------------
+MT_COUNTS=(8 128 500)
+
+prep_mounts() {
+    MT_LOWER=$LOWER_ROOT/mounts
+    [ -e "$MT_LOWER.ok" ] && return 0
+    log "preparing $MT_LOWER: 500 layers of one file each"
+    rm -rf "$MT_LOWER"
+    local i
+    for ((i = 1; i <= 500; i++)); do
+        mkdir -p "$MT_LOWER/l$i"
+        echo "$i" > "$MT_LOWER/l$i/f$i"
+    done
+    touch "$MT_LOWER.ok"
+}
+
+run_mounts() {
+    local impl=$1 rep=$2 n i k t0 t1 rc times opts lower
+    IMPL=$1 REP=$2
+    MT_LOWER=$LOWER_ROOT/mounts
+    local per=10
+    [ "$QUICK" = 1 ] && per=5
+    RUN=$DIR/runs/mounts-$impl-$rep
+    # Layer paths relative to the layers' directory: the kernel takes at most a page
+    # of mount options, which 500 absolute paths exceed (this runs in a subshell).
+    local bin
+    bin=$(realpath "$STRATAFS_BIN")
+    cd "$MT_LOWER"
+    for n in "${MT_COUNTS[@]}"; do
+        lower=$(for ((i = 1; i <= n; i++)); do printf 'l%s:' "$i"; done)
+        lower=${lower%:}
+        times=() WHY=
+        for ((k = 0; k < per; k++)); do
+            rm -rf "$RUN"; mkdir -p "$RUN"/{upper,work,mnt}
+            MNT=$RUN/mnt
+            opts="lowerdir=$lower,upperdir=$RUN/upper,workdir=$RUN/work"
+            rc=0
+            t0=$(now)
+            case $impl in
+                kernel)   mount -t overlay overlay -o "$opts,redirect_dir=on,index=on" "$MNT" || rc=$? ;;
+                fuse-ovl) /usr/bin/fuse-overlayfs -o "$opts" "$MNT" || rc=$? ;;
+                stratafs) "$bin" -o "$opts" "$MNT" || rc=$? ;;
+            esac
+            t1=$(now)
+            [ $rc -eq 0 ] || WHY+=" mount exited $rc;"
+            [ -e "$MNT/f1" ] && [ -e "$MNT/f$n" ] || WHY+=" the layers' files are not shown;"
+            times+=("$(elapsed "$t0" "$t1")")
+            unmount_run
+        done
+        local med
+        med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        [ -z "$WHY" ] || med=FAIL
+        log "  mounts $impl rep $rep: $n layers ${med}s (median of $per)${WHY:+ FAIL:${WHY%;}}"
+        record mounts "mount $n layers (s)" "$impl" "$rep" "$med"
+        WHY=
+    done
+    rm -rf "$RUN"
 }
 
 # ---------------------------------------------------------------------------------------
