@@ -5,27 +5,11 @@
 mod common;
 use common::*;
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 
 fn check(upper: &Path, work: &Path, lower: &Path, repair: bool) -> (bool, String) {
-    let mut args = vec![
-        OsStr::new("check"),
-        upper.as_os_str(),
-        OsStr::new("--work"),
-        work.as_os_str(),
-        OsStr::new("--lower"),
-        lower.as_os_str(),
-    ];
-    if repair {
-        args.push(OsStr::new("--repair"));
-    }
-    let out = run(&args);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    run_check(upper, work, lower, repair)
 }
 
 #[test]

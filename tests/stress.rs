@@ -12,15 +12,13 @@
 mod common;
 use common::*;
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
-use std::hash::Hasher;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::symlink;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,19 +26,6 @@ use std::time::{Duration, Instant};
 const WORKERS: usize = 8;
 const DIRS: [&str; 6] = ["d0", "d1", "d2", "d3", "d0/s", "d1/s"];
 const NAMES: [&str; 8] = ["f0", "f1", "f2", "n0", "n1", "n2", "n3", "n4"];
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn lower_tree(l: &Path) {
     for d in DIRS {
@@ -156,36 +141,6 @@ fn one_op(m: &Path, rng: &mut Rng) -> (&'static str, Result<(), i32>) {
     }
 }
 
-/// What the tree shows: per path, type, mode, size, nlink, content and link target.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for e in fs::read_dir(root.join(&rel)).unwrap() {
-            let r = rel.join(e.unwrap().file_name());
-            let p = root.join(&r);
-            let md = fs::symlink_metadata(&p).unwrap();
-            let mut s = format!("mode={:o}", md.mode());
-            if md.is_file() {
-                let mut h = DefaultHasher::new();
-                h.write(&fs::read(&p).unwrap());
-                s += &format!(
-                    " size={} nlink={} hash={:x}",
-                    md.size(),
-                    md.nlink(),
-                    h.finish()
-                );
-            } else if md.file_type().is_symlink() {
-                s += &format!(" target={:?}", fs::read_link(&p).unwrap());
-            } else if md.is_dir() {
-                stack.push(r.clone());
-            }
-            out.insert(r, s);
-        }
-    }
-    out
-}
-
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -269,7 +224,7 @@ fn eight_workers_on_one_shared_tree() {
     );
 
     // Once the kernel forgot what it learnt, nothing of the run stays open.
-    let view = snapshot(&m);
+    let view = tree_view(&m);
     let settled = wait_for(20, || {
         drop_caches();
         open_fds(pid) <= fds_before + 8
@@ -291,27 +246,16 @@ fn eight_workers_on_one_shared_tree() {
     mount.unmount();
     drop(mount);
     let again = Mount::new(&opts, &m);
-    assert_eq!(snapshot(&m), view, "the tree differs after a remount");
+    assert_eq!(tree_view(&m), view, "the tree differs after a remount");
     again.unmount();
     drop(again);
     // ... and `stratafs check` finds nothing wrong in the upper.
-    let out = run(&[
-        std::ffi::OsStr::new("check"),
-        u.as_os_str(),
-        std::ffi::OsStr::new("--work"),
-        w.as_os_str(),
-        std::ffi::OsStr::new("--lower"),
-        l.as_os_str(),
-    ]);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.contains("clean"),
-        "stratafs check: {said}"
-    );
+    let (clean, said) = check_upper(&u, &w, &l);
+    assert!(clean, "stratafs check: {said}");
     let (kw, km) = (t.dir("kw"), t.dir("km"));
     let kernel = OtherMount::kernel_overlay(&[&l], &u, &kw, ",redirect_dir=on,index=on", &km);
     assert_eq!(
-        snapshot(&km),
+        tree_view(&km),
         view,
         "the kernel reads another tree from the upper"
     );

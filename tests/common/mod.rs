@@ -435,3 +435,82 @@ pub fn open_nofollow(p: &Path, flags: i32) -> std::io::Result<fs::File> {
     }
     Ok(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
+
+/// A small seeded xorshift generator, for repeatable random operations.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+}
+
+/// What the tree under `root` shows, per path: mode, and for a file its size, link
+/// count and a hash of its content, for a symlink its target. Follows no symlink.
+pub fn tree_view(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use std::hash::Hasher;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(root.join(&rel)).unwrap() {
+            let r = rel.join(e.unwrap().file_name());
+            let p = root.join(&r);
+            let md = fs::symlink_metadata(&p).unwrap();
+            let mut s = format!("mode={:o}", md.mode());
+            if md.is_file() {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                h.write(&fs::read(&p).unwrap());
+                s += &format!(
+                    " size={} nlink={} hash={:x}",
+                    md.size(),
+                    md.nlink(),
+                    h.finish()
+                );
+            } else if md.file_type().is_symlink() {
+                s += &format!(" target={:?}", fs::read_link(&p).unwrap());
+            } else if md.is_dir() {
+                stack.push(r.clone());
+            }
+            out.insert(r, s);
+        }
+    }
+    out
+}
+
+/// `stratafs check UPPER --work WORK --lower LOWER [--repair]`: whether it exited 0,
+/// and all it printed (stdout, then stderr).
+pub fn run_check(upper: &Path, work: &Path, lower: &Path, repair: bool) -> (bool, String) {
+    let mut args = vec![
+        OsStr::new("check"),
+        upper.as_os_str(),
+        OsStr::new("--work"),
+        work.as_os_str(),
+        OsStr::new("--lower"),
+        lower.as_os_str(),
+    ];
+    if repair {
+        args.push(OsStr::new("--repair"));
+    }
+    let out = run(&args);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// Whether `stratafs check` finds the upper clean, and what it printed.
+pub fn check_upper(upper: &Path, work: &Path, lower: &Path) -> (bool, String) {
+    let (ok, said) = run_check(upper, work, lower, false);
+    (ok && said.contains("clean"), said)
+}
