@@ -47,7 +47,10 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
                 req.mountpoint.display()
             ))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => clear_dead_mount(&req.mountpoint)?,
+        // (ECONNABORTED: the connection was being torn down as the stat came)
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            clear_dead_mount(&req.mountpoint)?
+        }
         Err(e) => {
             return Err(match e.raw_os_error() {
                 Some(libc::ENOENT) => {
@@ -224,7 +227,7 @@ fn watch_signals(target: CString) -> Result<(), String> {
         .map_err(|e| format!("signal thread: {e}"))
 }
 
-/// The mountpoint answers ENOTCONN: a FUSE mount whose daemon is gone is still
+/// The mountpoint answers ENOTCONN (or ECONNABORTED): a FUSE mount whose daemon is gone is still
 /// there. A dead stratafs mount is ours to clear (unmounted lazily, then the mount goes
 /// on); any other is explained, with the command that clears it.
 fn clear_dead_mount(mountpoint: &Path) -> Result<(), String> {

@@ -192,11 +192,11 @@ fn a_dead_stratafs_mount_is_cleared_by_the_next_mount() {
         wait_for(10, || gone(pids[0])),
         "the daemon outlived SIGKILL"
     );
-    let e = fs::metadata(&m).map(drop);
-    assert_eq!(
-        errno_of(e),
-        libc::ENOTCONN,
-        "a killed daemon's mount should be dead"
+    // (ECONNABORTED while the kernel is still tearing the connection down)
+    let e = errno_of(fs::metadata(&m).map(drop));
+    assert!(
+        e == libc::ENOTCONN || e == libc::ECONNABORTED,
+        "a killed daemon's mount should be dead, not errno {e}"
     );
     std::mem::forget(first); // (its mount is the dead one the next mount clears)
     let again = Mount::new(&opts, &m);
