@@ -392,6 +392,13 @@ fn an_upper_out_of_space_gives_enospc_and_leaves_nothing_half_made() {
     for i in 0..=made {
         let _ = fs::remove_file(m.join(format!("fill{i}")));
     }
+    // (the space comes back once the kernel forgot the removed files, which the
+    // daemon holds until then)
+    assert!(
+        wait_for(10, || used(&small) < 1 << 20),
+        "the removed files still take {} bytes",
+        used(&small)
+    );
     fs::set_permissions(m.join("little"), fs::Permissions::from_mode(0o600)).unwrap();
     write(&m.join("after"), "space again");
     let view = tree_view(&m);
