@@ -103,9 +103,20 @@ fn walk(root: &std::path::Path, stat_files: bool, out: &mut Vec<String>) {
 /// that stat, walks that only descend, and the two by turns, over small directories
 /// and ones too big for one reply, give the same names, sizes and inode numbers as
 /// with READDIRPLUS off or always on.
+/// Held by the tests here that drop the page cache and by those that look at what
+/// it holds, which run on threads of one process: a drop in the middle of a check
+/// of read-ahead pages would make it fail for nothing.
+static PAGE_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `PAGE_CACHE`, also after another test holding it failed.
+fn page_cache() -> std::sync::MutexGuard<'static, ()> {
+    PAGE_CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn listings_with_and_without_attributes_agree() {
     assert_root();
+    let _cache = page_cache();
     let t = TempDir::new("rdplus");
     let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
     for d in 0..24 {
@@ -363,6 +374,7 @@ fn evict(path: &std::path::Path) {
 #[test]
 fn listed_files_are_read_ahead_only_for_callers_that_open_them() {
     assert_root();
+    let _cache = page_cache();
     let t = TempDir::new("prefetch");
     let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
     let dirs = ["a", "b", "c", "d", "e"];
@@ -447,6 +459,7 @@ fn atime(path: &std::path::Path) -> i64 {
 #[test]
 fn subdirectories_are_read_ahead_for_a_walker_that_descends() {
     assert_root();
+    let _cache = page_cache();
     let t = TempDir::new("walkahead");
     let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
     for d in ["top/mid/x", "top/mid/y", "lone/deep/z"] {
