@@ -73,17 +73,17 @@ pub fn run(req: &Request) -> Result<bool, String> {
     };
     // A mounted upper is not checked: the mount holds the work dir's lock.
     let _lock = match &work {
-        Some(w) => {
-            let l = sys::openat(w.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-                .map_err(|e| format!("workdir {}/work: {e}", req.work.display()))?;
-            sys::lock_exclusive(l.as_fd()).map_err(|_| {
-                format!(
-                    "workdir {} is in use by a mount: unmount it first",
-                    req.work.display()
-                )
-            })?;
-            Some(l)
-        }
+        Some(w) => Some(
+            crate::work::lock(w.as_fd(), std::time::Duration::ZERO).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EWOULDBLOCK) => format!(
+                        "workdir {} is in use by a mount: unmount it first",
+                        req.work.display()
+                    ),
+                    _ => format!("workdir {}/work: {e}", req.work.display()),
+                }
+            })?,
+        ),
         None => None,
     };
     let mut found = Vec::new();
@@ -153,17 +153,8 @@ fn probe(work: Option<BorrowedFd>) -> Formats {
             xattr_ns: Some(OVERLAY_PREFIXES[0]),
         };
     };
-    let name = c"#check-probe";
-    let char_whiteouts = sys::mknodat(w, name, libc::S_IFCHR, 0).is_ok();
-    let _ = sys::unlinkat(w, name, false);
-    let mut xattr_ns = None;
-    if sys::mkdirat(w, name, 0o700).is_ok() {
-        xattr_ns = OVERLAY_PREFIXES.into_iter().find(|p| {
-            let attr = CString::new(format!("{p}opaque")).unwrap_or_default();
-            sys::setxattr(At { dir: w, name }, &attr, b"y", 0).is_ok()
-        });
-        let _ = sys::unlinkat(w, name, true);
-    }
+    let char_whiteouts = crate::work::takes_char_whiteouts(w);
+    let xattr_ns = crate::work::probe_xattr_ns(w).prefix();
     Formats {
         char_whiteouts,
         xattr_ns,

@@ -396,10 +396,16 @@ impl Node {
         ov: &Overlay,
         mut f: impl FnMut(&Arc<OwnedFd>, &CStr) -> io::Result<T>,
     ) -> io::Result<T> {
+        self.resolving(|| self.real(ov).and_then(|(dir, name)| f(&dir, &name)))
+    }
+
+    /// Runs `f`, which reaches the node's object through its names, again while the
+    /// node's change count moved during the run (`RESOLVE_TRIES` times at most).
+    fn resolving<T>(&self, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         let mut tries = 0;
         loop {
             let seq = self.settled();
-            let r = self.real(ov).and_then(|(dir, name)| f(&dir, &name));
+            let r = f();
             if self.flags.load(Ordering::SeqCst) & CHANGE_MASK == seq || tries == RESOLVE_TRIES {
                 return r;
             }
@@ -533,34 +539,24 @@ impl Node {
     /// again when the name changed under the open; a removed directory (no name
     /// left) is reached through its pinned fd (`top`: `layer` is its topmost).
     fn dir_fd_by_name(&self, ov: &Overlay, layer: u16, top: bool) -> io::Result<OwnedFd> {
-        let mut tries = 0;
-        loop {
-            let seq = self.settled();
-            let r = match self.loc() {
-                None => match ov.table.pinned(self).filter(|_| top) {
-                    Some(pin) => {
-                        sys::openat(pin.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)
-                    }
-                    None => Err(io::Error::from_raw_os_error(libc::ESTALE)),
-                },
-                Some(Loc { parent: None, .. }) => sys::openat(
-                    ov.layer(layer).root.as_fd(),
-                    c".",
-                    libc::O_PATH | libc::O_DIRECTORY,
-                    0,
-                ),
-                Some(Loc {
-                    parent: Some(parent),
-                    name,
-                }) => parent.dir_fd(ov, layer).and_then(|pfd| {
-                    sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)
-                }),
-            };
-            if self.flags.load(Ordering::SeqCst) & CHANGE_MASK == seq || tries == RESOLVE_TRIES {
-                return r;
-            }
-            tries += 1;
-        }
+        self.resolving(|| match self.loc() {
+            None => match ov.table.pinned(self).filter(|_| top) {
+                Some(pin) => sys::openat(pin.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0),
+                None => Err(io::Error::from_raw_os_error(libc::ESTALE)),
+            },
+            Some(Loc { parent: None, .. }) => sys::openat(
+                ov.layer(layer).root.as_fd(),
+                c".",
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+            ),
+            Some(Loc {
+                parent: Some(parent),
+                name,
+            }) => parent.dir_fd(ov, layer).and_then(|pfd| {
+                sys::openat(pfd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)
+            }),
+        })
     }
 
     /// This directory's path from the root of `layer` (no leading slash), as the

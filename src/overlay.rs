@@ -324,10 +324,7 @@ impl Overlay {
         check_separate(&layers, workdir)?;
         log::debug!("layers checked for overlaps in {:?}", t0.elapsed());
         // (Opened only now: it empties `work/`, which must not be inside a layer.)
-        let work = match workdir {
-            Some(w) if !settings.read_only => Some(Work::open(w)?),
-            _ => None,
-        };
+        let work = workdir.map(Work::open).transpose()?;
         let ov = Overlay {
             links: crate::links::Links::new(layers.len()),
             layers,

@@ -34,6 +34,17 @@ pub enum XattrNs {
     None,
 }
 
+impl XattrNs {
+    /// The prefix of overlay xattr names in this namespace.
+    pub fn prefix(self) -> Option<&'static str> {
+        match self {
+            XattrNs::Trusted => Some("trusted.overlay."),
+            XattrNs::User => Some("user.overlay."),
+            XattrNs::None => None,
+        }
+    }
+}
+
 pub struct Work {
     /// `WORKDIR` itself (`O_PATH`).
     pub dir: OwnedFd,
@@ -85,24 +96,10 @@ impl Work {
         }
         let fd = sys::openat(wdir.as_fd(), c"work", libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
-        let lock = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .map_err(|e| format!("workdir {}/work: {e}", workdir.display()))?;
         // A daemon whose mount just went away may still be on its way out: it lets
         // go within moments, a live mount never.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        let locked = loop {
-            match sys::lock_exclusive(lock.as_fd()) {
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EWOULDBLOCK)
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                r => break r,
-            }
-        };
-        match locked {
-            Ok(()) => {}
+        let lock = match lock(fd.as_fd(), std::time::Duration::from_secs(3)) {
+            Ok(lock) => lock,
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
                 return Err(format!(
                     "workdir {} is in use by another mount{}",
@@ -116,21 +113,17 @@ impl Work {
                     workdir.display()
                 ))
             }
-        }
+        };
         clean_dir(fd.as_fd())
             .map_err(|e| format!("workdir {}/work: cannot clean: {e}", workdir.display()))?;
         let whiteout = if std::env::var_os("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT").is_some()
             || std::env::var("STRATAFS_WHITEOUT").is_ok_and(|v| v == "aufs")
         {
             WhiteoutFormat::Aufs
+        } else if takes_char_whiteouts(fd.as_fd()) {
+            WhiteoutFormat::CharDev
         } else {
-            match sys::mknodat(fd.as_fd(), c"#probe", libc::S_IFCHR, 0) {
-                Ok(()) => {
-                    let _ = sys::unlinkat(fd.as_fd(), c"#probe", false);
-                    WhiteoutFormat::CharDev
-                }
-                Err(_) => WhiteoutFormat::Aufs,
-            }
+            WhiteoutFormat::Aufs
         };
         let ns = probe_xattr_ns(fd.as_fd());
         info!("upper formats: whiteouts as {whiteout:?}, overlay xattrs in {ns:?}");
@@ -200,12 +193,7 @@ impl Work {
 
     /// The full name of overlay xattr `what` (`opaque`, `redirect`, ...) in our namespace.
     pub fn xattr(&self, what: &str) -> Option<CString> {
-        let prefix = match self.ns {
-            XattrNs::Trusted => "trusted.overlay.",
-            XattrNs::User => "user.overlay.",
-            XattrNs::None => return None,
-        };
-        CString::new(format!("{prefix}{what}")).ok()
+        CString::new(format!("{}{what}", self.ns.prefix()?)).ok()
     }
 
     /// Does (`dir`, `name`) carry overlay xattr `what` already?
@@ -234,7 +222,34 @@ impl Work {
     }
 }
 
-fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
+/// Does the filesystem of the work dir `work` take char 0/0 whiteouts (mknod)?
+pub fn takes_char_whiteouts(work: BorrowedFd) -> bool {
+    let made = sys::mknodat(work, c"#probe", libc::S_IFCHR, 0).is_ok();
+    let _ = sys::unlinkat(work, c"#probe", false);
+    made
+}
+
+/// Locks the work dir `work` (`flock` on a fd of it, returned: the lock lasts as
+/// long as it is open), waiting up to `wait` for another holder to let go;
+/// EWOULDBLOCK when none did.
+pub fn lock(work: BorrowedFd, wait: std::time::Duration) -> io::Result<OwnedFd> {
+    let fd = sys::openat(work, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match sys::lock_exclusive(fd.as_fd()) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.map(|_| fd),
+        }
+    }
+}
+
+/// Which namespace of overlay xattrs the filesystem of the work dir `work` takes.
+pub fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
     if sys::mkdirat(work, c"#probe", 0o700).is_err() {
         return XattrNs::None;
     }
