@@ -218,7 +218,7 @@ ensure_stratafs() {
     else
         log "building stratafs (cargo build --release)"
         (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-        STRATAFS_BIN=$REPO/target/release/stratafs
+        STRATAFS_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
     fi
 }
 

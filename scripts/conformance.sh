@@ -29,7 +29,7 @@ done
 LOGS=$(mktemp -d /tmp/conformance.XXXXXX)
 if [ -z "${STRATAFS_BIN:-}" ]; then
     cargo build --release >&2
-    export STRATAFS_BIN=$PWD/target/release/stratafs
+    export STRATAFS_BIN=$(. scripts/lib.sh; release_bin "$PWD")
 fi
 summary=()
 run() { # SUITE IMPL CMD...

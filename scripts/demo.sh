@@ -3,8 +3,9 @@
 # where each entry comes from, then unmounts. Needs root (or a working /dev/fuse).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${STRATAFS:-$here/target/release/stratafs}
-[ -x "$bin" ] || bin=$here/target/debug/stratafs
+. "$here/scripts/lib.sh"
+bin=${STRATAFS:-$(release_bin "$here")}
+[ -x "$bin" ] || bin=${bin%/release/stratafs}/debug/stratafs
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 
 demo=$(mktemp -d /tmp/stratafs-demo.XXXXXX)

@@ -149,7 +149,7 @@ if [ "$IMPL" = stratafs ]; then
     else
         log "building stratafs (cargo build --release)"
         (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-        STRATAFS_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/stratafs
+        STRATAFS_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
     fi
 fi
 

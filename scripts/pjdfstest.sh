@@ -146,7 +146,7 @@ case $IMPL in
         if [ -z "${STRATAFS_BIN:-}" ]; then
             log "building stratafs (cargo build --release)"
             (cd "$REPO" && timeout 1800 cargo build --release >&2) || die "cargo build --release failed"
-            STRATAFS_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/stratafs
+            STRATAFS_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
             case $STRATAFS_BIN in /*) ;; *) STRATAFS_BIN=$REPO/$STRATAFS_BIN ;; esac
         fi
         [ -x "$STRATAFS_BIN" ] || die "no stratafs binary at $STRATAFS_BIN"

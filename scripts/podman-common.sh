@@ -49,7 +49,7 @@ install_stratafs() {
     else
         (cd "$REPO" && timeout 1800 cargo build --release >"$WORK/logs/cargo.log" 2>&1) ||
             setup_fail "cargo build --release failed: $(tail -n 5 "$WORK/logs/cargo.log" | tr '\n' ' ')"
-        SRC_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/stratafs
+        SRC_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
     fi
     [ -x "$SRC_BIN" ] || setup_fail "no stratafs binary at $SRC_BIN"
     install -m 0755 "$SRC_BIN" "$WORK/bin/stratafs"

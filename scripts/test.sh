@@ -7,14 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release
+. scripts/lib.sh
+BIN=$(release_bin .)
 # pjdfstest: every test passes but the 0/0 char-device cases, which fail as on the
 # kernel (listed in tests/pjdfstest-expected-failures.txt, see docs/conformance.md).
-STRATAFS_BIN=target/release/stratafs scripts/pjdfstest.sh \
+STRATAFS_BIN=$BIN scripts/pjdfstest.sh \
     --expected tests/pjdfstest-expected-failures.txt | tail -n 25
 # The same with 4 instances at once on one mount (shared node ids, caches, locks).
-STRATAFS_BIN=target/release/stratafs scripts/pjdfstest.sh --jobs 4 \
+STRATAFS_BIN=$BIN scripts/pjdfstest.sh --jobs 4 \
     --expected tests/pjdfstest-expected-failures.txt | tail -n 3
 # fsx: bounded runs with fixed seeds, every operation fsx has; no corruption allowed.
-STRATAFS_BIN=target/release/stratafs scripts/fsx.sh --ops 20000 --seeds 1,2 | tail -n 5
+STRATAFS_BIN=$BIN scripts/fsx.sh --ops 20000 --seeds 1,2 | tail -n 5
 cargo build --all-targets
 cargo test -- --test-threads="${TEST_THREADS:-4}"

@@ -38,7 +38,7 @@
 #
 # Environment:
 #   STRATAFS_BIN      use this stratafs binary; else `cargo build --release` here and use
-#                     ${CARGO_TARGET_DIR:-target}/release/stratafs
+#                     ${CARGO_TARGET_DIR:-target}/<host>/release/stratafs
 #   UM_MODES          modes to run (default "default verify ov=10")
 #   UM_TEST_TIMEOUT   seconds per test (default 300)
 #   UM_LOGDIR         where the per-test logs go
@@ -209,7 +209,7 @@ case $IMPL in
         command -v mount.fuse3 >/dev/null || [ -x /sbin/mount.fuse3 ] || die "mount.fuse3 is needed (apt-get install fuse3)"
         if [ -z "${STRATAFS_BIN:-}" ]; then
             (cd "$ROOT" && cargo build --release)
-            STRATAFS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/stratafs"
+            STRATAFS_BIN=$(. "$ROOT/scripts/lib.sh"; release_bin "$ROOT")
         fi
         STRATAFS_BIN=$(readlink -f "$STRATAFS_BIN")
         [ -x "$STRATAFS_BIN" ] || die "no stratafs binary at $STRATAFS_BIN"

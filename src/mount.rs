@@ -364,9 +364,6 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     };
     prefill.set_notifier(session.notifier());
     info!("mounted {} ({threads} threads)", mountpoint.display());
-    if sys::geteuid() == 0 {
-        raise_readahead(&mountpoint);
-    }
 
     if !req.foreground {
         // Still single-threaded here: fuser starts its workers in run().
@@ -378,6 +375,10 @@ pub fn run(req: MountRequest) -> Result<(), String> {
                 let _ = sys::detach_stdio();
             }
         }
+    }
+    // (In the daemon, after the command has returned: not every mount's cost.)
+    if sys::geteuid() == 0 {
+        raise_readahead(&mountpoint);
     }
     watch_signals(target)?;
     let result = session.run();

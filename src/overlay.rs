@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::inode::{InodeTable, LayerRef, Node, Stack, ROOT_ID};
-use crate::sys;
+use crate::sys::{self, At};
 use crate::whiteout;
 use crate::work::Work;
 
@@ -287,6 +287,7 @@ impl Overlay {
         specs.extend(lowers.iter().map(|l| (l.as_path(), false)));
         let mut layers = Vec::with_capacity(specs.len());
         let mut devs: Vec<u64> = Vec::new();
+        let mut root_opacity = Vec::with_capacity(specs.len());
         for (path, is_upper) in specs {
             let what = if is_upper { "upperdir" } else { "lowerdir" };
             let fd = open_layer_dir(path, what)?;
@@ -300,14 +301,21 @@ impl Overlay {
                     (devs.len() - 1) as u64
                 }
             };
+            // (Listed once: the override and the root's opacity both come from it.)
+            let root_xattrs = sys::listxattr(At {
+                dir: fd.as_fd(),
+                name: c"",
+            })
+            .unwrap_or_default();
             let stat_override = match crate::override_stat::for_setting(settings.xattr_permissions)
             {
                 Some(x) if is_upper => {
                     mark_override_root(fd.as_fd(), x, &st);
                     Some(x)
                 }
-                _ => crate::override_stat::detect(fd.as_fd()),
+                _ => crate::override_stat::detect(&root_xattrs),
             };
+            root_opacity.push(whiteout::opacity_with(fd.as_fd(), c"", &root_xattrs));
             layers.push(Layer {
                 root: Arc::new(fd),
                 dev,
@@ -337,13 +345,12 @@ impl Overlay {
             passthrough: std::sync::atomic::AtomicBool::new(false),
             aufs_free_dirs: whiteout::AufsFreeDirs::default(),
         };
-        let root_refs = ov
-            .layers
-            .iter()
+        let root_refs = root_opacity
+            .into_iter()
             .enumerate()
-            .map(|(i, l)| LayerRef {
+            .map(|(i, o)| LayerRef {
                 layer: i as u16,
-                xwhiteouts: whiteout::opacity(l.root.as_fd(), c"") == whiteout::Opacity::XWhiteouts,
+                xwhiteouts: o == whiteout::Opacity::XWhiteouts,
                 path: None,
             })
             .collect();

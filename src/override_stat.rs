@@ -12,7 +12,6 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::BorrowedFd;
 
 use crate::sys::{self, At, Stat};
 
@@ -27,18 +26,12 @@ pub fn is_override_name(name: &[u8]) -> bool {
         .any(|n| n.to_bytes() == name)
 }
 
-/// The override xattr a layer uses, from its root (`None`: the real owner and mode).
-pub fn detect(root: BorrowedFd) -> Option<&'static CStr> {
-    [PRIVILEGED, CONTAINERS, USER].into_iter().find(|n| {
-        sys::getxattr(
-            At {
-                dir: root,
-                name: c"",
-            },
-            n,
-        )
-        .is_ok()
-    })
+/// The override xattr a layer uses, from the xattr names of its root (`None`: the
+/// real owner and mode).
+pub fn detect(root_xattrs: &[Vec<u8>]) -> Option<&'static CStr> {
+    [PRIVILEGED, CONTAINERS, USER]
+        .into_iter()
+        .find(|n| root_xattrs.iter().any(|x| x.as_slice() == n.to_bytes()))
 }
 
 /// The xattr `xattr_permissions=N` writes in the upper layer.

@@ -55,14 +55,8 @@ pub enum Opacity {
     XWhiteouts,
 }
 
-/// The opacity of the directory open as `dir` (any fd, `O_PATH` is enough).
-/// `name` is empty to address `dir` itself.
-pub fn opacity(dir: BorrowedFd, name: &CStr) -> Opacity {
-    let names = sys::listxattr(At { dir, name }).unwrap_or_default();
-    opacity_with(dir, name, &names)
-}
-
-/// [`opacity`] for a directory whose xattr names the caller has already listed.
+/// The opacity of the directory (`dir`, `name`) (`dir` any fd, `O_PATH` is enough;
+/// `name` empty for `dir` itself), whose xattr names the caller has listed.
 pub fn opacity_with(dir: BorrowedFd, name: &CStr, names: &[Vec<u8>]) -> Opacity {
     let at = At { dir, name };
     let mut result = Opacity::Transparent;

@@ -116,11 +116,15 @@ impl Work {
         };
         clean_dir(fd.as_fd())
             .map_err(|e| format!("workdir {}/work: cannot clean: {e}", workdir.display()))?;
+        let pid = std::process::id();
+        // The probe for char 0/0 whiteouts makes the first shared whiteout (one
+        // mknod, as each syscall here is paid by every mount).
+        let first_whiteout = CString::new(format!("#{pid:x}.0")).unwrap_or_default();
         let whiteout = if std::env::var_os("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT").is_some()
             || std::env::var("STRATAFS_WHITEOUT").is_ok_and(|v| v == "aufs")
         {
             WhiteoutFormat::Aufs
-        } else if takes_char_whiteouts(fd.as_fd()) {
+        } else if sys::mknodat(fd.as_fd(), &first_whiteout, libc::S_IFCHR, 0).is_ok() {
             WhiteoutFormat::CharDev
         } else {
             WhiteoutFormat::Aufs
@@ -138,8 +142,10 @@ impl Work {
             whiteout,
             ns,
             next: AtomicU64::new(1),
-            pid: std::process::id(),
-            shared_whiteout: Mutex::new(None),
+            pid,
+            shared_whiteout: Mutex::new(
+                (whiteout == WhiteoutFormat::CharDev).then_some(first_whiteout),
+            ),
             creator,
         })
     }
@@ -248,24 +254,23 @@ pub fn lock(work: BorrowedFd, wait: std::time::Duration) -> io::Result<OwnedFd> 
     }
 }
 
-/// Which namespace of overlay xattrs the filesystem of the work dir `work` takes.
+/// Which namespace of overlay xattrs the filesystem of the work dir `work` takes:
+/// tried on `work` itself and taken off again, as the kernel tries its workdir.
 pub fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
-    if sys::mkdirat(work, c"#probe", 0o700).is_err() {
-        return XattrNs::None;
-    }
     let at = At {
         dir: work,
-        name: c"#probe",
+        name: c"",
     };
-    let ns = if sys::setxattr(at, c"trusted.overlay.opaque", b"y", 0).is_ok() {
-        XattrNs::Trusted
-    } else if sys::setxattr(at, c"user.overlay.opaque", b"y", 0).is_ok() {
-        XattrNs::User
-    } else {
-        XattrNs::None
-    };
-    let _ = sys::unlinkat(work, c"#probe", true);
-    ns
+    for (attr, ns) in [
+        (c"trusted.overlay.opaque", XattrNs::Trusted),
+        (c"user.overlay.opaque", XattrNs::User),
+    ] {
+        if sys::setxattr(at, attr, b"0", 0).is_ok() {
+            let _ = sys::removexattr(at, attr);
+            return ns;
+        }
+    }
+    XattrNs::None
 }
 
 /// Which other process holds the work directory `work` open (the mount that locked
