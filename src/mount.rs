@@ -13,6 +13,7 @@ use log::{debug, info, warn};
 
 use crate::fs::StrataFs;
 use crate::inode;
+use crate::mountinfo;
 use crate::options::MountOptions;
 use crate::overlay::{Overlay, Settings};
 use crate::sys;
@@ -240,13 +241,9 @@ fn clear_dead_mount(mountpoint: &Path) -> Result<(), String> {
         mountpoint.display(),
         mountpoint.display()
     );
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = abs.as_os_str().as_bytes();
-    let ours = info.lines().rev().any(|line| {
-        let f: Vec<&str> = line.split(' ').collect();
-        let fstype = f.iter().skip_while(|x| **x != "-").nth(1);
-        f.len() > 4 && unescape_mountinfo(f[4]) == want && fstype == Some(&"fuse.stratafs")
-    });
+    let mounts = mountinfo::read("self");
+    let ours = mountinfo::top_at(&mounts, &abs, "fuse")
+        .is_some_and(|i| mounts[i].fstype == "fuse.stratafs");
     if !ours {
         return Err(dead);
     }
@@ -274,50 +271,20 @@ fn clear_dead_mount(mountpoint: &Path) -> Result<(), String> {
 /// of 128 KiB makes a sequential read of a lower file cost eight round trips per MiB).
 const READAHEAD_KB: u32 = 1024;
 
-/// Sets the readahead of this mount's own backing device info (`/sys/class/bdi/M:N`,
-/// M:N from /proc/self/mountinfo); root only, and best effort.
-fn raise_readahead(mountpoint: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let want = mountpoint.as_os_str().as_bytes();
-    let dev = info.lines().rev().find_map(|line| {
-        let f: Vec<&str> = line.split(' ').collect();
-        let fstype = f.iter().skip_while(|x| **x != "-").nth(1)?;
-        (f.len() > 4 && unescape_mountinfo(f[4]) == want && fstype.starts_with("fuse"))
-            .then(|| f[2].to_string())
-    });
-    let Some(dev) = dev else {
-        return;
-    };
+/// The device ("MAJOR:MINOR") of the FUSE mount on top at `mountpoint`.
+fn mount_dev(mountpoint: &Path) -> Option<String> {
+    let mounts = mountinfo::read("self");
+    mountinfo::top_at(&mounts, mountpoint, "fuse").map(|i| mounts[i].dev.clone())
+}
+
+/// Sets the readahead of this mount's own backing device info (`/sys/class/bdi/M:N`);
+/// root only, and best effort.
+fn raise_readahead(dev: &str) {
     let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     match std::fs::write(&path, READAHEAD_KB.to_string()) {
         Ok(()) => debug!("{path}: {READAHEAD_KB}"),
         Err(e) => debug!("{path}: {e}"),
     }
-}
-
-/// A mountinfo path field with its octal escapes (`\040` for a space, ...) undone.
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], oct) {
-            (b'\\', Some(d)) => {
-                out.push(d.iter().fold(0u8, |v, c| v.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 pub fn run(req: MountRequest) -> Result<(), String> {
@@ -377,23 +344,14 @@ pub fn run(req: MountRequest) -> Result<(), String> {
         }
     }
     // (In the daemon, after the command has returned: not every mount's cost.)
-    if sys::geteuid() == 0 {
-        raise_readahead(&mountpoint);
+    if let Some(dev) = mount_dev(&mountpoint) {
+        if sys::geteuid() == 0 {
+            raise_readahead(&dev);
+        }
+        crate::orphan::watch(dev);
     }
     watch_signals(target)?;
     let result = session.run();
     debug!("session ended: {result:?}");
     result.map_err(|e| format!("session: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unescape_mountinfo;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/tmp/a\040b\134c"), b"/tmp/a b\\c");
-        assert_eq!(unescape_mountinfo(r"/x\04"), b"/x\\04");
-        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
-    }
 }

@@ -215,3 +215,92 @@ fn a_dead_stratafs_mount_is_cleared_by_the_next_mount() {
     );
     again.unmount();
 }
+
+/// Mounts stratafs at `m` over `l` (with an upper and work dir in `t`) inside a new
+/// private mount namespace, then runs `then` there (a shell command; `$M` is the
+/// mountpoint). The namespace's only other member is that shell; the daemon looks
+/// for members every second.
+fn mount_in_private_namespace(t: &TempDir, l: &Path, m: &Path, then: &str) -> std::process::Child {
+    let (u, w) = (t.dir("u"), t.dir("w"));
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        l.display(),
+        u.display(),
+        w.display()
+    );
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("\"$0\" -o \"$1\" \"$2\" && M=\"$2\" && {then}"))
+        .arg(BIN)
+        .arg(opts)
+        .arg(m)
+        .env("STRATAFS_ORPHAN_CHECK_SECS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed")
+}
+
+#[test]
+fn a_mount_left_alone_in_its_namespace_ends_with_its_daemon() {
+    assert_root();
+    let t = TempDir::new("alone");
+    let (l, m) = (layer(&t), t.dir("m"));
+    // The shell reads through the mount and exits: then only the daemon is in the
+    // namespace, which nothing can enter any more (before: it served it forever).
+    let child = mount_in_private_namespace(&t, &l, &m, "cat \"$M/hello\"");
+    let out = wait_output(child, 30);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "world\n");
+    assert!(
+        wait_for(15, || daemon_pids(&m).is_empty()),
+        "the daemon still serves a mount that no process can reach: {:?}",
+        daemon_pids(&m)
+    );
+}
+
+#[test]
+fn a_mount_held_from_outside_its_namespace_is_served_until_let_go() {
+    use std::os::fd::AsRawFd;
+    assert_root();
+    let t = TempDir::new("held");
+    let (l, m) = (layer(&t), t.dir("m"));
+    let child = mount_in_private_namespace(&t, &l, &m, "exec sleep 3");
+    // The mount as the namespace's member sees it, reached from here.
+    let inside = Path::new("/proc")
+        .join(child.id().to_string())
+        .join("root")
+        .join(m.strip_prefix("/").unwrap());
+    assert!(
+        wait_for(10, || inside.join("hello").exists()),
+        "the mount did not come up"
+    );
+    let root = fs::File::open(&inside).unwrap();
+    let out = wait_output(child, 30);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The member is gone; the daemon, alone, unmounts in its namespace within a
+    // second or so. The open directory still holds the mount: it is served.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(daemon_pids(&m).len(), 1, "the daemon left a held mount");
+    let held = format!("/proc/self/fd/{}", root.as_raw_fd());
+    assert_eq!(names(Path::new(&held)), ["hello"]);
+    assert_eq!(
+        fs::read_to_string(Path::new(&held).join("hello")).unwrap(),
+        "world\n"
+    );
+    drop(root);
+    assert!(
+        wait_for(15, || daemon_pids(&m).is_empty()),
+        "the daemon outlived the last holder: {:?}",
+        daemon_pids(&m)
+    );
+}
