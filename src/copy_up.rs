@@ -218,7 +218,7 @@ fn finish_meta(
             name: src,
         },
         At { dir: w, name: tmp },
-    );
+    )?;
     let _ = work.set_xattr(w, tmp, ORIGIN, &ino.to_le_bytes());
     let times = [
         libc::timespec {
@@ -233,22 +233,32 @@ fn finish_meta(
     sys::utimensat(w, tmp, &times)
 }
 
-/// Copies every xattr but the overlay-private ones; one that the upper refuses is
-/// skipped (as the kernel does for EOPNOTSUPP/EPERM).
-pub fn copy_xattrs(src: At, dst: At) {
-    let Ok(names) = sys::listxattr(src) else {
-        return;
+/// Copies every xattr but the overlay-private ones. A source filesystem without
+/// xattrs (EOPNOTSUPP) has none to copy, and one gone since it was listed (ENODATA)
+/// is skipped; any other failure to read them fails the copy-up, as in the kernel. One
+/// that the upper refuses is skipped (as the kernel does for EOPNOTSUPP/EPERM).
+pub fn copy_xattrs(src: At, dst: At) -> io::Result<()> {
+    let names = match sys::listxattr(src) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(e),
     };
     for n in names.iter().filter(|n| !is_private_xattr(n)) {
         let Ok(cn) = CString::new(n.clone()) else {
             continue;
         };
-        if let Ok(v) = sys::getxattr(src, &cn) {
-            if let Err(e) = sys::setxattr(dst, &cn, &v, 0) {
-                debug!("copy-up: xattr {cn:?} not copied: {e}");
+        let v = match sys::getxattr(src, &cn) {
+            Ok(v) => v,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => {
+                continue
             }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = sys::setxattr(dst, &cn, &v, 0) {
+            debug!("copy-up: xattr {cn:?} not copied: {e}");
         }
     }
+    Ok(())
 }
 
 /// Copies `size` bytes: reflink if the filesystem can, else the data extents only

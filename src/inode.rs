@@ -780,8 +780,9 @@ impl InodeTable {
         self.map.get(&ino).map(|n| n.clone())
     }
 
-    pub fn root(&self) -> Arc<Node> {
-        self.get(ROOT_ID).expect("the root node is never removed")
+    /// The root node (inserted when the overlay opens, never removed).
+    pub fn root(&self) -> Option<Arc<Node>> {
+        self.get(ROOT_ID)
     }
 
     pub fn len(&self) -> usize {

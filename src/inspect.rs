@@ -30,8 +30,9 @@ pub fn layer_label(ov: &Overlay, layer: u16) -> String {
 
 /// One line saying where `path` (relative to the merged root) comes from.
 pub fn which(ov: &Overlay, path: &Path) -> String {
-    let mut node: Arc<Node> = ov.table.root();
-    let mut stat = None;
+    let Some(mut node) = ov.table.root() else {
+        return format!("{}: the overlay has no root", path.display());
+    };
     for comp in path.components() {
         let name = match comp {
             Component::Normal(n) => n,
@@ -50,7 +51,6 @@ pub fn which(ov: &Overlay, path: &Path) -> String {
         };
         match namei::lookup(ov, &node, &cname) {
             Ok(f) => {
-                stat = Some(f.stat);
                 node = Arc::new(Node::new(
                     f.ino,
                     f.kind,
@@ -81,7 +81,7 @@ pub fn which(ov: &Overlay, path: &Path) -> String {
         FileType::RegularFile => "file",
         _ => "special file",
     };
-    let ino = stat.map_or(node.ino, |_| node.ino);
+    let ino = node.ino;
     format!(
         "{}: {kind}, inode {ino}, from {}",
         path.display(),

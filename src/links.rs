@@ -136,7 +136,9 @@ pub fn live_names(
         let Some((last, dirs)) = comps.split_last() else {
             continue;
         };
-        let mut cur = ov.table.root();
+        let Some(mut cur) = ov.table.root() else {
+            break;
+        };
         let mut i = 0;
         while i < dirs.len() {
             match dir_node(ov, &cur, &dirs[i]) {

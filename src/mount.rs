@@ -265,8 +265,6 @@ fn clear_dead_mount(mountpoint: &Path) -> Result<(), String> {
     }
 }
 
-/// Mounts and serves. Returns once the mount is gone (in the daemon), or never in the
-/// foreground process of a background mount (it exits 0 once the mount is live).
 /// Readahead of the mount, in KiB: one full 1 MiB read request (the kernel's default
 /// of 128 KiB makes a sequential read of a lower file cost eight round trips per MiB).
 const READAHEAD_KB: u32 = 1024;
@@ -287,6 +285,8 @@ fn raise_readahead(dev: &str) {
     }
 }
 
+/// Mounts and serves. Returns once the mount is gone (in the daemon), or never in the
+/// foreground process of a background mount (it exits 0 once the mount is live).
 pub fn run(req: MountRequest) -> Result<(), String> {
     let ov = prepare(&req)?;
     let mountpoint = std::fs::canonicalize(&req.mountpoint)

@@ -1,9 +1,10 @@
 //! Merged directory listings (the kernel's `readdir.c`).
 //!
-//! The listing of a directory is built once per open handle (and again on a seek to
-//! offset 0): the upper layer's entries first, then each lower's, a name never twice,
-//! whiteouts and AUFS markers dropped. Offsets are positions in that snapshot, so
-//! telldir/seekdir work for the life of the handle.
+//! A listing is built at offset 0 and kept per directory and reading process
+//! (`file::Handles::listing`) until that reader reaches its end or the kernel forgets
+//! the directory: the upper layer's entries first, then each lower's, a name never
+//! twice, whiteouts and AUFS markers dropped. Offsets are positions in that snapshot,
+//! so a reader that goes on at a later offset (telldir/seekdir) reads the same one.
 
 use std::collections::HashSet;
 use std::ffi::CString;
