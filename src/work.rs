@@ -116,15 +116,11 @@ impl Work {
         };
         clean_dir(fd.as_fd())
             .map_err(|e| format!("workdir {}/work: cannot clean: {e}", workdir.display()))?;
-        let pid = std::process::id();
-        // The probe for char 0/0 whiteouts makes the first shared whiteout (one
-        // mknod, as each syscall here is paid by every mount).
-        let first_whiteout = CString::new(format!("#{pid:x}.0")).unwrap_or_default();
         let whiteout = if std::env::var_os("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT").is_some()
             || std::env::var("STRATAFS_WHITEOUT").is_ok_and(|v| v == "aufs")
         {
             WhiteoutFormat::Aufs
-        } else if sys::mknodat(fd.as_fd(), &first_whiteout, libc::S_IFCHR, 0).is_ok() {
+        } else if takes_char_whiteouts(fd.as_fd()) {
             WhiteoutFormat::CharDev
         } else {
             WhiteoutFormat::Aufs
@@ -142,10 +138,8 @@ impl Work {
             whiteout,
             ns,
             next: AtomicU64::new(1),
-            pid,
-            shared_whiteout: Mutex::new(
-                (whiteout == WhiteoutFormat::CharDev).then_some(first_whiteout),
-            ),
+            pid: std::process::id(),
+            shared_whiteout: Mutex::new(None),
             creator,
         })
     }
