@@ -116,7 +116,7 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     node.set_stack(stack);
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
     if node.kind != FileType::Directory && real_st.st_nlink > 1 {
-        crate::links::link_up_aliases(ov, node, old.top(), &real_st);
+        link_up_aliases(ov, node, old.top(), &real_st);
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ fn build(
             let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
             let dst = sys::openat(w, tmp, flags, st.st_mode & 0o777)?;
             if with_data && st.st_size > 0 {
-                let srcfd = crate::file::open_regular(src_dir, src, libc::O_RDONLY)?.0;
+                let srcfd = crate::real_io::open_regular(src_dir, src, libc::O_RDONLY)?.0;
                 // Blocks for every byte: no holes to look for.
                 let dense = (st.st_blocks as u64).saturating_mul(512) >= st.st_size as u64;
                 copy_data(&srcfd, &dst, st.st_size as u64, dense)?;
@@ -343,7 +343,7 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::R
         } else {
             buf.resize(want, 0);
             let n = sys::pread(src.as_fd(), &mut buf, off)?;
-            if crate::file::write(dst, off, &buf[..n])? < n {
+            if crate::real_io::write(dst, off, &buf[..n])? < n {
                 return Err(io::Error::from_raw_os_error(libc::EIO));
             }
             n
@@ -355,4 +355,40 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::R
         len -= n as u64;
     }
     Ok(want_all - len)
+}
+
+/// Links (`parent`, `name`) in the upper layer to the upper file (`src_dir`,
+/// `src_name`), copying the parent up first.
+pub fn link_in_upper(
+    ov: &Overlay,
+    src_dir: std::os::fd::BorrowedFd,
+    src_name: &CString,
+    parent: &Arc<Node>,
+    name: &CString,
+) -> io::Result<()> {
+    copy_up(ov, parent)?;
+    let up = parent.dir_fd(ov, 0)?;
+    sys::linkat(src_dir, src_name, up.as_fd(), name)
+}
+
+/// After `node` (a non-directory with several lower names) was copied up from the
+/// lower object `lower` (its stat) in `layer`, links every other live name of that
+/// object to the upper copy.
+pub fn link_up_aliases(ov: &Overlay, node: &Arc<Node>, layer: u16, lower: &sys::Stat) {
+    let aliases = crate::namei::live_names(ov, layer, lower.st_dev, lower.st_ino);
+    if aliases.is_empty() {
+        return;
+    }
+    let Ok((src_dir, src_name)) = node.real(ov) else {
+        return;
+    };
+    for (parent, name) in aliases {
+        match link_in_upper(ov, src_dir.as_fd(), &src_name, &parent, &name) {
+            Ok(()) => {
+                node.add_alias_last(&parent, &name);
+                debug!("linked up alias {name:?} of ino {}", node.ino);
+            }
+            Err(e) => debug!("alias {name:?} of ino {} not linked: {e}", node.ino),
+        }
+    }
 }

@@ -87,14 +87,14 @@ impl StrataFs {
         if size <= 0 || size > crate::prefetch::MAX_SIZE || node.prefilled() {
             return None;
         }
-        let dir = dir.dir_fd(&self.ov, layer).ok()?;
+        let dir = dir.dir_fd(&*self.ov, layer).ok()?;
         let what = crate::prefetch::What::File { size };
         Some(crate::prefetch::Job { dir, name, what })
     }
 
     /// After a new listing of `dir`: where a walker descends, its subdirectories are
     /// read ahead in every layer of `dir` (prefetch.rs).
-    fn read_subdirs_ahead(&self, dir: &Node, entries: &[readdir::Entry]) {
+    fn read_subdirs_ahead(&self, dir: &Node, entries: &[crate::handles::Entry]) {
         let parent = dir.parent().map_or(dir.ino, |p| p.ino);
         if !self.prefetch.descending(dir.ino, parent) {
             return;
@@ -112,7 +112,7 @@ impl StrataFs {
             .stack()
             .refs
             .iter()
-            .filter_map(|r| dir.dir_fd(&self.ov, r.layer).ok())
+            .filter_map(|r| dir.dir_fd(&*self.ov, r.layer).ok())
             .collect();
         let mut jobs = Vec::new();
         for name in names {
@@ -251,7 +251,7 @@ impl Filesystem for StrataFs {
             // (Node::real), the one this request names if any.
             let st = match fh.and_then(|fh| self.ov.handles.file(fh.0)) {
                 Some(fd) if n.loc().is_none() => crate::sys::fstat(fd.as_fd()),
-                _ => n.stat(&self.ov),
+                _ => n.stat(&*self.ov),
             };
             st.map(|st| self.shown(n.attr(&st))).map_err(errno)
         });
@@ -263,7 +263,7 @@ impl Filesystem for StrataFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let result = self.node(ino).and_then(|n| {
-            n.at_real(&self.ov, crate::sys::readlinkat)
+            n.at_real(&*self.ov, crate::sys::readlinkat)
                 .map_err(|e| match e.raw_os_error() {
                     // Not a symlink any more: something else was put at its name
                     // beneath the mount.
@@ -280,14 +280,14 @@ impl Filesystem for StrataFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // A passthrough file of this node released lately with these flags is taken
         // over (its backing stays registered while `_kept` holds it).
-        let key = file::keep_flags(flags.0);
+        let key = crate::handles::keep_flags(flags.0);
         let kept = match flags.0 & libc::O_TRUNC {
             0 => self.ov.handles.take_kept(ino.0, key),
             _ => None,
         };
         let result = self.node(ino).and_then(|n| {
             let fd = match &kept {
-                Some((fd, _)) => file::RealFd::open(fd.clone()),
+                Some((fd, _)) => crate::handles::RealFd::open(fd.clone()),
                 None => file::open_handle(&self.ov, &n, flags.0).map_err(errno)?,
             };
             Ok((n, fd))
@@ -320,11 +320,8 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let read = self
-            .ov
-            .handles
-            .read_fd(&self.ov, fh.0)
-            .and_then(|fd| file::read(&fd, offset, size))
+        let read = file::read_fd(&self.ov, fh.0)
+            .and_then(|fd| crate::real_io::read(&fd, offset, size))
             .map_err(errno);
         match read {
             Ok(data) => reply.data(&data),
@@ -731,7 +728,7 @@ impl Filesystem for StrataFs {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
-        let fd = file::RealFd::open(fd);
+        let fd = crate::handles::RealFd::open(fd);
         let backing = self.passthrough(&node, &fd, |fd| reply.open_backing(fd));
         // (-1: never kept; its fd was made read-write, not with the caller's flags.)
         let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone(), -1));
@@ -762,7 +759,7 @@ impl Filesystem for StrataFs {
             if kill {
                 attr::kill_suidgid(fd.as_fd())?;
             }
-            file::write(fd, offset, data)
+            crate::real_io::write(fd, offset, data)
         }) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
@@ -848,7 +845,7 @@ impl StrataFs {
         req: &Request,
         ino: INodeNo,
         offset: u64,
-    ) -> Result<Arc<Vec<readdir::Entry>>, Errno> {
+    ) -> Result<Arc<Vec<crate::handles::Entry>>, Errno> {
         let n = self.node(ino)?;
         if n.kind != FileType::Directory {
             return Err(Errno::ENOTDIR);
@@ -936,7 +933,7 @@ impl StrataFs {
     fn passthrough(
         &self,
         n: &Node,
-        fd: &file::RealFd,
+        fd: &crate::handles::RealFd,
         open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
     ) -> Option<Arc<fuser::BackingId>> {
         use std::sync::atomic::Ordering::Relaxed;

@@ -90,8 +90,8 @@ fn adopt_one(ov: &Overlay, index: BorrowedFd, name: &CStr) -> bool {
         if ov.layers[layer].dev != dev {
             continue;
         }
-        for (parent, alias) in crate::links::live_names(ov, layer as u16, dev, ino) {
-            match crate::links::link_in_upper(ov, index, &name, &parent, &alias) {
+        for (parent, alias) in crate::namei::live_names(ov, layer as u16, dev, ino) {
+            match crate::copy_up::link_in_upper(ov, index, &name, &parent, &alias) {
                 Ok(()) => linked += 1,
                 Err(e) => debug!("index {name:?}: {alias:?} not linked: {e}"),
             }

@@ -21,10 +21,25 @@ use fuser::{FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
 use smallvec::{smallvec, SmallVec};
 
-use crate::overlay::Overlay;
 use crate::sys::{self, Stat};
 
 pub const ROOT_ID: u64 = 1;
+
+/// What a node needs of the overlay to reach its real objects. `overlay::Overlay`,
+/// which holds the inode table, is the one implementation: through this trait the
+/// nodes use it without this module importing the overlay's.
+pub trait Reach {
+    fn table(&self) -> &InodeTable;
+    /// The root of `layer` (`O_PATH`).
+    fn layer_root(&self, layer: u16) -> BorrowedFd<'_>;
+    /// The inode number the mount gives the object `st` of lower `layer`; `None` for
+    /// the upper layer (an upper object keeps its node whatever its number).
+    fn lower_ino(&self, layer: u16, st: &Stat) -> Option<u64>;
+    /// Some open fd of node `ino` (for a file that has lost its last name).
+    fn open_fd(&self, ino: u64) -> Option<Arc<OwnedFd>>;
+    /// Makes `st`, the stat of the object at `at` in `layer`, what the mount shows.
+    fn shown_stat(&self, layer: u16, at: sys::At, st: &mut Stat);
+}
 
 /// One layer's part in a node: which layer, whether that directory is marked
 /// `opaque=x` (it may hold xattr whiteouts), and, for a directory reached through a
@@ -384,7 +399,7 @@ impl Node {
     /// open without side effects (`O_PATH`, `O_NONBLOCK`, no `O_TRUNC`).
     pub fn at_real<T>(
         &self,
-        ov: &Overlay,
+        ov: &impl Reach,
         mut f: impl FnMut(BorrowedFd, &CStr) -> io::Result<T>,
     ) -> io::Result<T> {
         self.at_real_fd(ov, |dir, name| f(dir.as_fd(), name))
@@ -393,7 +408,7 @@ impl Node {
     /// `at_real`, with the directory fd as it is kept.
     fn at_real_fd<T>(
         &self,
-        ov: &Overlay,
+        ov: &impl Reach,
         mut f: impl FnMut(&Arc<OwnedFd>, &CStr) -> io::Result<T>,
     ) -> io::Result<T> {
         self.resolving(|| self.real(ov).and_then(|(dir, name)| f(&dir, &name)))
@@ -417,17 +432,13 @@ impl Node {
     /// stands for? Its type must be the node's, and a lower object (lowers change only
     /// beneath the mount) must have the inode number the node was made for. ESTALE
     /// when not: the kernel then looks the name up again (path-based calls retry).
-    pub fn check_object(&self, ov: &Overlay, st: &Stat) -> io::Result<()> {
+    pub fn check_object(&self, ov: &impl Reach, st: &Stat) -> io::Result<()> {
         let stale = || Err(io::Error::from_raw_os_error(libc::ESTALE));
         if kind_of(st.st_mode) != Some(self.kind) {
             return stale();
         }
         let top = self.stack().top();
-        let layer = ov.layer(top);
-        if !layer.is_upper
-            && self.ino != ROOT_ID
-            && ov.inos.map(layer, st.st_dev, st.st_ino) != self.ino
-        {
+        if self.ino != ROOT_ID && ov.lower_ino(top, st).is_some_and(|ino| ino != self.ino) {
             return stale();
         }
         Ok(())
@@ -436,7 +447,7 @@ impl Node {
     /// An `O_PATH` fd of the real object itself (never a symlink followed) and its
     /// stat, checked to be the object this node stands for (`check_object`). Changes
     /// made through it reach that object whatever happens to its name meanwhile.
-    pub fn object(&self, ov: &Overlay) -> io::Result<(Arc<OwnedFd>, Stat)> {
+    pub fn object(&self, ov: &impl Reach) -> io::Result<(Arc<OwnedFd>, Stat)> {
         self.at_real_fd(ov, |dir, name| {
             let fd = if name.is_empty() {
                 // A directory's own fd, or a file's pinned or open one.
@@ -519,7 +530,7 @@ impl Node {
 
     /// An fd for this directory in `layer` (`O_PATH`), opened one name at a time from
     /// the parent's fd in the same layer and cached when the budget allows.
-    pub fn dir_fd(&self, ov: &Overlay, layer: u16) -> io::Result<Arc<OwnedFd>> {
+    pub fn dir_fd(&self, ov: &impl Reach, layer: u16) -> io::Result<Arc<OwnedFd>> {
         let stack = self.stack();
         let pos = stack
             .pos(layer)
@@ -528,7 +539,7 @@ impl Node {
             return Ok(fd.clone());
         }
         let fd = if let Some(path) = &stack.refs[pos].path {
-            open_dir_path(ov.layer(layer).root.as_fd(), path)?
+            open_dir_path(ov.layer_root(layer), path)?
         } else {
             self.dir_fd_by_name(ov, layer, pos == 0)?
         };
@@ -538,14 +549,14 @@ impl Node {
     /// Opens this directory in `layer` by its name in its parent's directory there,
     /// again when the name changed under the open; a removed directory (no name
     /// left) is reached through its pinned fd (`top`: `layer` is its topmost).
-    fn dir_fd_by_name(&self, ov: &Overlay, layer: u16, top: bool) -> io::Result<OwnedFd> {
+    fn dir_fd_by_name(&self, ov: &impl Reach, layer: u16, top: bool) -> io::Result<OwnedFd> {
         self.resolving(|| match self.loc() {
-            None => match ov.table.pinned(self).filter(|_| top) {
+            None => match ov.table().pinned(self).filter(|_| top) {
                 Some(pin) => sys::openat(pin.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0),
                 None => Err(io::Error::from_raw_os_error(libc::ESTALE)),
             },
             Some(Loc { parent: None, .. }) => sys::openat(
-                ov.layer(layer).root.as_fd(),
+                ov.layer_root(layer),
                 c".",
                 libc::O_PATH | libc::O_DIRECTORY,
                 0,
@@ -585,7 +596,7 @@ impl Node {
 
     /// The real object behind this node, as (directory fd, name); the name is empty
     /// for a directory, which is addressed by its own fd.
-    pub fn real(&self, ov: &Overlay) -> io::Result<(Arc<OwnedFd>, CString)> {
+    pub fn real(&self, ov: &impl Reach) -> io::Result<(Arc<OwnedFd>, CString)> {
         let top = self.stack().top();
         if self.kind == FileType::Directory {
             return Ok((self.dir_fd(ov, top)?, CString::default()));
@@ -594,9 +605,9 @@ impl Node {
             // No name left (unlinked or renamed over through the mount): the object
             // itself, pinned when it lost its last name, or through an open fd.
             return ov
-                .table
+                .table()
                 .pinned(self)
-                .or_else(|| ov.handles.any_for(self.ino))
+                .or_else(|| ov.open_fd(self.ino))
                 .map(|fd| (fd, CString::default()))
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE));
         };
@@ -607,12 +618,12 @@ impl Node {
     }
 
     /// stat(2) of the real object, checked to be the one the node stands for.
-    pub fn stat(&self, ov: &Overlay) -> io::Result<Stat> {
+    pub fn stat(&self, ov: &impl Reach) -> io::Result<Stat> {
         let top = self.stack().top();
         self.at_real(ov, |dir, name| {
             let mut st = sys::statat(dir, name)?;
             self.check_object(ov, &st)?;
-            ov.effective(top, sys::At { dir, name }, &mut st);
+            ov.shown_stat(top, sys::At { dir, name }, &mut st);
             Ok(st)
         })
     }

@@ -12,24 +12,23 @@
 //! following a directory that a rename moved (found among the nodes the kernel
 //! knows): a name that is whited out, hidden by an opaque directory or shadowed by an
 //! upper object is not linked.
+//!
+//! This module holds the maps (state, below the overlay's); the walk that finds the
+//! live names is `namei::live_names`, the linking `copy_up::link_up_aliases`.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 
-use fuser::FileType;
 use log::debug;
 
-use crate::inode::Node;
-use crate::namei;
-use crate::overlay::Overlay;
 use crate::sys;
 
 /// Paths (from the layer root, components) of the multiply-linked non-directories of
 /// one layer, by inode number.
-type LinkMap = HashMap<u64, Vec<Vec<CString>>>;
+pub type LinkMap = HashMap<u64, Vec<Vec<CString>>>;
 
 /// The link maps of all layers, each built on first use.
 pub struct Links {
@@ -43,10 +42,11 @@ impl Links {
         }
     }
 
-    fn map(&self, ov: &Overlay, layer: u16) -> Arc<LinkMap> {
+    /// The map of `layer`, whose root is `root`: scanned at the first call.
+    pub fn map(&self, layer: u16, root: BorrowedFd) -> Arc<LinkMap> {
         self.maps[layer as usize]
             .get_or_init(|| {
-                let map = scan(ov.layer(layer).root.as_fd()).unwrap_or_default();
+                let map = scan(root).unwrap_or_default();
                 debug!("layer {layer}: {} multiply-linked inodes", map.len());
                 Arc::new(map)
             })
@@ -56,7 +56,7 @@ impl Links {
 
 /// Walks a layer (never following a symlink) and records every non-directory whose
 /// link count is above one.
-fn scan(root: std::os::fd::BorrowedFd) -> io::Result<LinkMap> {
+fn scan(root: BorrowedFd) -> io::Result<LinkMap> {
     let mut map = LinkMap::new();
     let top = sys::openat(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let mut todo: Vec<(OwnedFd, Vec<CString>)> = vec![(top, Vec::new())];
@@ -97,132 +97,4 @@ fn scan(root: std::os::fd::BorrowedFd) -> io::Result<LinkMap> {
         }
     }
     Ok(map)
-}
-
-/// A node for the directory found at (`parent`, `name`): the one the kernel knows, or
-/// a transient one.
-fn dir_node(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Arc<Node>> {
-    let f = namei::lookup(ov, parent, name)?;
-    if f.kind != FileType::Directory {
-        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-    }
-    Ok(match ov.table.get(f.ino) {
-        Some(n) if n.kind == FileType::Directory => n,
-        _ => Arc::new(Node::new(
-            f.ino,
-            f.kind,
-            parent.clone(),
-            name.clone(),
-            f.refs,
-        )),
-    })
-}
-
-/// The names under which the merged tree still shows the lower object (`layer`,
-/// `lower_dev`, `lower_ino`) itself, as (parent directory, name). A name already
-/// copied up resolves to the upper copy and is not among them.
-pub fn live_names(
-    ov: &Overlay,
-    layer: u16,
-    lower_dev: u64,
-    lower_ino: u64,
-) -> Vec<(Arc<Node>, CString)> {
-    let map = ov.links.map(ov, layer);
-    let Some(paths) = map.get(&lower_ino) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    'paths: for comps in paths {
-        let Some((last, dirs)) = comps.split_last() else {
-            continue;
-        };
-        let Some(mut cur) = ov.table.root() else {
-            break;
-        };
-        let mut i = 0;
-        while i < dirs.len() {
-            match dir_node(ov, &cur, &dirs[i]) {
-                Ok(n) => cur = n,
-                // Moved away with a directory? Pick the walk up where it shows now.
-                Err(_) => match moved_dir(ov, layer, &dirs[..=i]) {
-                    Some((n, depth)) if depth > i => (cur, i) = (n, depth - 1),
-                    _ => continue 'paths,
-                },
-            }
-            i += 1;
-        }
-        // Not whited out, not shadowed, not moved away.
-        match namei::lookup(ov, &cur, last) {
-            Ok(f)
-                if f.refs.first().is_some_and(|r| r.layer == layer)
-                    && f.stat.st_ino == lower_ino
-                    && f.stat.st_dev == lower_dev =>
-            {
-                out.push((cur, last.clone()))
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The known directory node that shows the deepest of the directories `dirs[..k]`
-/// (components from the root of `layer`) wherever it is in the merged tree now
-/// (a rename moves a directory and leaves a redirect to its lower path), with that
-/// `k`. Visits every node the kernel holds; only a copy-up of a lower hard link
-/// whose other name's directory was renamed comes here.
-fn moved_dir(ov: &Overlay, layer: u16, dirs: &[CString]) -> Option<(Arc<Node>, usize)> {
-    let want: Vec<&[u8]> = dirs.iter().map(|c| c.to_bytes()).collect();
-    ov.table
-        .filter_map(|n| {
-            if n.kind != FileType::Directory || n.stack().pos(layer).is_none() {
-                return None;
-            }
-            let path = n.layer_path(layer).ok()?;
-            let comps: Vec<&[u8]> = path
-                .split(|&b| b == b'/')
-                .filter(|c| !c.is_empty())
-                .collect();
-            let depth = comps.len();
-            (depth > 0 && depth <= want.len() && comps[..] == want[..depth])
-                .then(|| (n.clone(), depth))
-        })
-        .into_iter()
-        .max_by_key(|(_, depth)| *depth)
-}
-
-/// Links (`parent`, `name`) in the upper layer to the upper file (`src_dir`,
-/// `src_name`), copying the parent up first.
-pub fn link_in_upper(
-    ov: &Overlay,
-    src_dir: std::os::fd::BorrowedFd,
-    src_name: &CString,
-    parent: &Arc<Node>,
-    name: &CString,
-) -> io::Result<()> {
-    crate::copy_up::copy_up(ov, parent)?;
-    let up = parent.dir_fd(ov, 0)?;
-    sys::linkat(src_dir, src_name, up.as_fd(), name)
-}
-
-/// After `node` (a non-directory with several lower names) was copied up from the
-/// lower object `lower` (its stat) in `layer`, links every other live name of that
-/// object to the upper copy.
-pub fn link_up_aliases(ov: &Overlay, node: &Arc<Node>, layer: u16, lower: &sys::Stat) {
-    let aliases = live_names(ov, layer, lower.st_dev, lower.st_ino);
-    if aliases.is_empty() {
-        return;
-    }
-    let Ok((src_dir, src_name)) = node.real(ov) else {
-        return;
-    };
-    for (parent, name) in aliases {
-        match link_in_upper(ov, src_dir.as_fd(), &src_name, &parent, &name) {
-            Ok(()) => {
-                node.add_alias_last(&parent, &name);
-                debug!("linked up alias {name:?} of ino {}", node.ino);
-            }
-            Err(e) => debug!("alias {name:?} of ino {} not linked: {e}", node.ino),
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! is live, serve until the mount goes away, unmount cleanly on SIGTERM/SIGINT.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,6 +101,14 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
     }
     let upper = o.upperdir.as_deref().zip(o.workdir.as_deref());
     let ov = Overlay::open(upper, &o.lowerdirs, settings)?;
+    // An index left by kernel overlayfs (index=on): its hard links are taken over.
+    if let Some(ix) = ov
+        .work
+        .as_ref()
+        .and_then(|w| crate::index::open(w.dir.as_fd()))
+    {
+        crate::index::adopt(&ov, ix.as_fd());
+    }
     Ok(ov)
 }
 

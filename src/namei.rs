@@ -313,3 +313,95 @@ pub fn lower_positive(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::R
     }
     Ok(false)
 }
+
+/// A node for the directory found at (`parent`, `name`): the one the kernel knows, or
+/// a transient one.
+fn dir_node(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Arc<Node>> {
+    let f = lookup(ov, parent, name)?;
+    if f.kind != FileType::Directory {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    Ok(match ov.table.get(f.ino) {
+        Some(n) if n.kind == FileType::Directory => n,
+        _ => Arc::new(Node::new(
+            f.ino,
+            f.kind,
+            parent.clone(),
+            name.clone(),
+            f.refs,
+        )),
+    })
+}
+
+/// The names under which the merged tree still shows the lower object (`layer`,
+/// `lower_dev`, `lower_ino`) itself, as (parent directory, name). A name already
+/// copied up resolves to the upper copy and is not among them.
+pub fn live_names(
+    ov: &Overlay,
+    layer: u16,
+    lower_dev: u64,
+    lower_ino: u64,
+) -> Vec<(Arc<Node>, CString)> {
+    let map = ov.links.map(layer, ov.layer(layer).root.as_fd());
+    let Some(paths) = map.get(&lower_ino) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    'paths: for comps in paths {
+        let Some((last, dirs)) = comps.split_last() else {
+            continue;
+        };
+        let Some(mut cur) = ov.table.root() else {
+            break;
+        };
+        let mut i = 0;
+        while i < dirs.len() {
+            match dir_node(ov, &cur, &dirs[i]) {
+                Ok(n) => cur = n,
+                // Moved away with a directory? Pick the walk up where it shows now.
+                Err(_) => match moved_dir(ov, layer, &dirs[..=i]) {
+                    Some((n, depth)) if depth > i => (cur, i) = (n, depth - 1),
+                    _ => continue 'paths,
+                },
+            }
+            i += 1;
+        }
+        // Not whited out, not shadowed, not moved away.
+        match lookup(ov, &cur, last) {
+            Ok(f)
+                if f.refs.first().is_some_and(|r| r.layer == layer)
+                    && f.stat.st_ino == lower_ino
+                    && f.stat.st_dev == lower_dev =>
+            {
+                out.push((cur, last.clone()))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The known directory node that shows the deepest of the directories `dirs[..k]`
+/// (components from the root of `layer`) wherever it is in the merged tree now
+/// (a rename moves a directory and leaves a redirect to its lower path), with that
+/// `k`. Visits every node the kernel holds; only a copy-up of a lower hard link
+/// whose other name's directory was renamed comes here.
+fn moved_dir(ov: &Overlay, layer: u16, dirs: &[CString]) -> Option<(Arc<Node>, usize)> {
+    let want: Vec<&[u8]> = dirs.iter().map(|c| c.to_bytes()).collect();
+    ov.table
+        .filter_map(|n| {
+            if n.kind != FileType::Directory || n.stack().pos(layer).is_none() {
+                return None;
+            }
+            let path = n.layer_path(layer).ok()?;
+            let comps: Vec<&[u8]> = path
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .collect();
+            let depth = comps.len();
+            (depth > 0 && depth <= want.len() && comps[..] == want[..depth])
+                .then(|| (n.clone(), depth))
+        })
+        .into_iter()
+        .max_by_key(|(_, depth)| *depth)
+}

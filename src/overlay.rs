@@ -148,7 +148,7 @@ pub struct Overlay {
     /// FUSE passthrough is on (negotiated at init, off after a refusal).
     pub passthrough: std::sync::atomic::AtomicBool,
     /// Open file and directory handles.
-    pub handles: crate::file::Handles,
+    pub handles: crate::handles::Handles,
     /// POSIX ACLs are on (negotiated with the kernel at init).
     pub acl: std::sync::atomic::AtomicBool,
     /// Layer directories that listings found free of `.wh.` names.
@@ -341,7 +341,7 @@ impl Overlay {
             table: InodeTable::new(),
             settings,
             acl: std::sync::atomic::AtomicBool::new(false),
-            handles: crate::file::Handles::new(),
+            handles: crate::handles::Handles::new(),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             aufs_free_dirs: whiteout::AufsFreeDirs::default(),
         };
@@ -356,13 +356,6 @@ impl Overlay {
             .collect();
         let root_fds = ov.layers.iter().map(|l| l.root.clone()).collect();
         ov.table.insert_root(Node::new_root(root_refs, root_fds));
-        if let Some(ix) = ov
-            .work
-            .as_ref()
-            .and_then(|w| crate::index::open(w.dir.as_fd()))
-        {
-            crate::index::adopt(&ov, ix.as_fd());
-        }
         Ok(ov)
     }
 
@@ -388,5 +381,28 @@ impl Overlay {
     /// The filesystem whose numbers statfs reports: the upper's, else the top lower's.
     pub fn statfs(&self) -> io::Result<libc::statvfs64> {
         sys::fstatfs(self.layers[0].root.as_fd())
+    }
+}
+
+impl crate::inode::Reach for Overlay {
+    fn table(&self) -> &InodeTable {
+        &self.table
+    }
+
+    fn layer_root(&self, layer: u16) -> BorrowedFd<'_> {
+        self.layer(layer).root.as_fd()
+    }
+
+    fn lower_ino(&self, layer: u16, st: &sys::Stat) -> Option<u64> {
+        let l = self.layer(layer);
+        (!l.is_upper).then(|| self.inos.map(l, st.st_dev, st.st_ino))
+    }
+
+    fn open_fd(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.handles.any_for(ino)
+    }
+
+    fn shown_stat(&self, layer: u16, at: sys::At, st: &mut sys::Stat) {
+        self.effective(layer, at, st)
     }
 }

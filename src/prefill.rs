@@ -21,7 +21,7 @@ use fuser::{INodeNo, Notifier};
 use log::debug;
 use parking_lot::Mutex;
 
-use crate::file::RealFd;
+use crate::handles::RealFd;
 use crate::inode::Node;
 use crate::overlay::Overlay;
 use crate::sys;
@@ -86,7 +86,7 @@ impl Prefill {
             }
             let mut buf = self.buf.lock();
             buf.resize(MAX_SIZE as usize, 0);
-            let done = crate::file::read_into(&real, 0, &mut buf[..st.st_size as usize])?;
+            let done = crate::real_io::read_into(&real, 0, &mut buf[..st.st_size as usize])?;
             notifier.store(INodeNo(node.ino), 0, &buf[..done])?;
             Ok(done)
         })();

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use fuser::FileType;
 
-use crate::readdir::Entry;
+use crate::handles::Entry;
 
 /// When listings carry attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::{Mode, Policy, PROBE_EVERY, PROBE_LIFE, PROBE_TAIL};
-    use crate::readdir::Entry;
+    use crate::handles::Entry;
     use fuser::FileType;
 
     /// `.`, `..`, then `dirs` directories and `files` files, by turns.

@@ -1,7 +1,7 @@
 //! Merged directory listings (the kernel's `readdir.c`).
 //!
 //! A listing is built at offset 0 and kept per directory and reading process
-//! (`file::Handles::listing`) until that reader reaches its end or the kernel forgets
+//! (`handles::Handles::listing`) until that reader reaches its end or the kernel forgets
 //! the directory: the upper layer's entries first, then each lower's, a name never
 //! twice, whiteouts and AUFS markers dropped. Offsets are positions in that snapshot,
 //! so a reader that goes on at a later offset (telldir/seekdir) reads the same one.
@@ -13,17 +13,11 @@ use std::os::fd::AsFd;
 
 use fuser::FileType;
 
+use crate::handles::Entry;
 use crate::inode::{kind_of, Node};
 use crate::overlay::Overlay;
 use crate::sys;
 use crate::whiteout;
-
-/// One entry of a merged listing.
-pub struct Entry {
-    pub name: Vec<u8>,
-    pub ino: u64,
-    pub kind: FileType,
-}
 
 fn dtype_kind(dtype: u8) -> Option<FileType> {
     Some(match dtype {
