@@ -28,7 +28,7 @@ struct Acl {
 
 impl Acl {
     fn parse(v: &[u8]) -> Option<Acl> {
-        if v.len() < 4 || (v.len() - 4) % 8 != 0 {
+        if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) {
             return None;
         }
         if u32::from_le_bytes(v[0..4].try_into().ok()?) != VERSION {

@@ -37,7 +37,7 @@ fn parse_ranges(v: &str) -> Result<Vec<Range>, String> {
                 .map_err(|_| format!("invalid mapping specified: {v}"))
         })
         .collect::<Result<_, _>>()?;
-    if nums.is_empty() || nums.len() % 3 != 0 {
+    if nums.is_empty() || !nums.len().is_multiple_of(3) {
         return Err(format!("invalid mapping specified: {v}"));
     }
     Ok(nums

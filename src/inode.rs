@@ -742,7 +742,7 @@ impl InodeTable {
     pub fn maybe_release_memory(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         // Counting the table visits every shard: look every few thousand forgets.
-        if self.forgets.fetch_add(1, Relaxed) % 4096 != 0 {
+        if !self.forgets.fetch_add(1, Relaxed).is_multiple_of(4096) {
             return;
         }
         let len = self.map.len();
@@ -774,7 +774,7 @@ impl InodeTable {
     /// The pinned object of `node`, if it has one.
     pub fn pinned(&self, node: &Node) -> Option<Arc<OwnedFd>> {
         let p = self.pins.get(&node.ino)?;
-        (p.node.as_ptr() == node as *const Node).then(|| p.fd.clone())
+        std::ptr::eq(p.node.as_ptr(), node).then(|| p.fd.clone())
     }
 
     /// Lets the pin of `node` go (it left the table).

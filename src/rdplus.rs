@@ -89,7 +89,7 @@ impl Policy {
             .wrapping_add(1);
         self.expire(now);
         let on = self.score.load(Ordering::Relaxed) > 0;
-        if on && now % PROBE_EVERY != 0 {
+        if on && !now.is_multiple_of(PROBE_EVERY) {
             return None;
         }
         let is_nondir = |e: &Entry| e.kind != FileType::Directory;

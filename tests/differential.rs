@@ -470,7 +470,7 @@ fn run_seed(seed: u64, nops: usize) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut log = Vec::new();
     for i in 0..nops {
-        let snap = snapshot(&km);
+        let snap = snapshot(km);
         let paths: Vec<PathBuf> = snap.keys().cloned().collect();
         let mut dirs: Vec<PathBuf> = vec![PathBuf::new()];
         dirs.extend(
@@ -484,7 +484,7 @@ fn run_seed(seed: u64, nops: usize) {
             paths
         };
         let op = gen_op(&mut rng, &paths, &dirs);
-        let (rk, rs) = (apply(&km, &op), apply(&sm, &op));
+        let (rk, rs) = (apply(km, &op), apply(sm, &op));
         log.push(format!("{i}: {op:?} -> {rk}"));
         assert_eq!(
             rk,
@@ -508,8 +508,8 @@ fn run_seed(seed: u64, nops: usize) {
                 .collect::<Vec<_>>()
                 .join("\n");
             compare_trees(
-                &km,
-                &sm,
+                km,
+                sm,
                 &format!("seed {seed} after op {i}, last ops:\n{recent}\n"),
             );
         }

@@ -178,7 +178,7 @@ fn eight_workers_on_one_shared_tree() {
         .map(|i| {
             let (m, stop, bad, ops) = (m.clone(), stop.clone(), bad.clone(), ops.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1) * 0x1234_5678_9abc);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x1234_5678_9abc));
                 while !stop.load(Ordering::Relaxed) {
                     let (what, r) = one_op(&m, &mut rng);
                     ops.fetch_add(1, Ordering::Relaxed);

@@ -66,7 +66,7 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 
 pub fn is_mounted(dir: &Path) -> bool {
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    mounts_below(&dir).iter().any(|p| *p == dir)
+    mounts_below(&dir).contains(&dir)
 }
 
 pub fn lazy_unmount(dir: &Path) {
@@ -154,7 +154,7 @@ pub fn daemon_pids(mountpoint: &Path) -> Vec<u32> {
         };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
         if args.first().is_some_and(|a| a.ends_with(b"stratafs"))
-            && args.iter().any(|a| *a == needle.as_slice())
+            && args.contains(&needle.as_slice())
         {
             pids.push(pid);
         }
