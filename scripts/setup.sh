@@ -13,6 +13,9 @@ command -v setpriv >/dev/null || need+=(util-linux)
 command -v losetup >/dev/null || need+=(mount)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v cargo >/dev/null || need+=(cargo rustc)
+# clippy: the test command lints (cargo clippy --all-targets -- -D warnings)
+command -v cargo >/dev/null && ! cargo clippy --version >/dev/null 2>&1 &&
+    ! rustup component add clippy >/dev/null 2>&1 && need+=(rust-clippy)
 if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the integration tests (which mount for real: root and
-# /dev/fuse needed), the POSIX suite pjdfstest inside a stratafs mount whose test
+# Runs every test: clippy (warnings are errors), unit tests, the integration tests
+# (which mount for real: root and /dev/fuse needed), the POSIX suite pjdfstest inside a stratafs mount whose test
 # directory starts in a lower layer, and fsx on files that start in a lower layer.
 # Installs what the tests need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+cargo clippy --all-targets -- -D warnings
 cargo build --release
 . scripts/lib.sh
 BIN=$(release_bin .)

@@ -3,7 +3,11 @@
 //! `cli` reads the command line, `mount` runs the mount's life, `fs` dispatches FUSE
 //! requests to the modules that follow the kernel's fs/overlayfs layout: `overlay`
 //! (super), `namei`, `inode`, `readdir`, `file`, `xattr`, and `whiteout` (formats).
-//! `sys` holds every syscall wrapper.
+//! `sys` holds every syscall wrapper: the lints below keep it the one module with
+//! unchecked code, each block of it with the reason it is sound (`// SAFETY:`).
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod acl;
 mod attr;

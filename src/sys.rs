@@ -3,7 +3,9 @@
 //! Every layer access goes through here and is relative to a directory fd: single
 //! names with `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, multi-component paths only through
 //! a chain of such single-name opens; nothing ever follows a symlink inside a layer.
-//! All `unsafe` code of the crate lives in this module.
+//! All `unsafe` code of the crate lives in this module (the crate root denies it
+//! elsewhere), each block with the reason it is sound.
+#![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -31,7 +33,9 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
 /// Opens `path` (absolute or relative to the cwd) as given on the command line.
 /// Used only at start-up for layer roots, the mountpoint and /dev/fuse.
 pub fn open_path(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let fd = cvt(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned open by the kernel, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -43,9 +47,12 @@ pub fn openat(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io
     if name.is_empty() {
         let p = At { dir, name }.proc_path();
         let flags = flags & !libc::O_NOFOLLOW & !libc::O_CREAT;
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         let fd = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned open by the kernel, and nothing else owns it.
         return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
     }
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let fd = cvt(unsafe {
         libc::openat(
             dir.as_raw_fd(),
@@ -54,11 +61,13 @@ pub fn openat(dir: BorrowedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io
             mode as libc::c_uint,
         )
     })?;
+    // SAFETY: `fd` was just returned open by the kernel, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// An all-zero stat (for attributes that describe nothing).
 pub fn zeroed_stat() -> Stat {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     unsafe { std::mem::zeroed() }
 }
 
@@ -70,7 +79,9 @@ pub fn statat(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
     } else {
         libc::AT_SYMLINK_NOFOLLOW
     };
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt(unsafe { libc::fstatat64(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: the call above succeeded, so the kernel filled it in.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -91,7 +102,9 @@ pub fn dir_paths(dirs: &[BorrowedFd]) -> io::Result<Vec<std::path::PathBuf>> {
     let found: io::Result<Vec<std::path::PathBuf>> = dirs
         .iter()
         .map(|d| {
+            // SAFETY: `d` is an open directory fd.
             cvt_unit(unsafe { libc::fchdir(d.as_raw_fd()) })?;
+            // SAFETY: `d` is an open directory fd and `buf` is valid for `buf.len()` bytes.
             if unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) }.is_null() {
                 return fd_path(*d); // (a path longer than PATH_MAX)
             }
@@ -101,12 +114,14 @@ pub fn dir_paths(dirs: &[BorrowedFd]) -> io::Result<Vec<std::path::PathBuf>> {
             )))
         })
         .collect();
+    // SAFETY: `home` is an open directory fd (the cwd we came from).
     cvt_unit(unsafe { libc::fchdir(home.as_raw_fd()) })?;
     found
 }
 
 /// `flock(fd, LOCK_EX | LOCK_NB)`: EWOULDBLOCK when another open file holds it.
 pub fn lock_exclusive(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
 }
 
@@ -117,18 +132,22 @@ pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
 /// `readahead(2)` of the first `len` bytes of `fd`: starts reading them into the
 /// page cache and returns without waiting for the data.
 pub fn readahead(fd: BorrowedFd, len: usize) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::readahead(fd.as_raw_fd(), 0, len) } as libc::c_int)
 }
 
 pub fn fstatfs(fd: BorrowedFd) -> io::Result<libc::statvfs64> {
     let mut st = MaybeUninit::<libc::statvfs64>::uninit();
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt(unsafe { libc::fstatvfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: the call above succeeded, so the kernel filled it in.
     Ok(unsafe { st.assume_init() })
 }
 
 /// `readlinkat(dir, name)`: the target, verbatim.
 pub fn readlinkat(dir: BorrowedFd, name: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let n = cvt_size(unsafe {
         libc::readlinkat(
             dir.as_raw_fd(),
@@ -152,6 +171,7 @@ fn retry_eintr(mut f: impl FnMut() -> libc::ssize_t) -> io::Result<usize> {
 }
 
 pub fn pread(fd: BorrowedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     retry_eintr(|| unsafe {
         libc::pread64(
             fd.as_raw_fd(),
@@ -175,6 +195,7 @@ pub fn read_dir_all(dir: BorrowedFd) -> io::Result<Vec<DirEntry>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         let n = unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
@@ -223,19 +244,23 @@ fn cvt_unit(ret: libc::c_int) -> io::Result<()> {
 }
 
 pub fn mkdirat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })
 }
 
 pub fn mknodat(dir: BorrowedFd, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) })
 }
 
 pub fn symlinkat(target: &CStr, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
 }
 
 pub fn unlinkat(dir: BorrowedFd, name: &CStr, rmdir: bool) -> io::Result<()> {
     let flags = if rmdir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
 }
 
@@ -249,6 +274,7 @@ pub fn linkat(olddir: BorrowedFd, old: &CStr, newdir: BorrowedFd, new: &CStr) ->
             name: old,
         }
         .proc_path();
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         return cvt_unit(unsafe {
             libc::linkat(
                 libc::AT_FDCWD,
@@ -259,6 +285,7 @@ pub fn linkat(olddir: BorrowedFd, old: &CStr, newdir: BorrowedFd, new: &CStr) ->
             )
         });
     }
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe {
         libc::linkat(
             olddir.as_raw_fd(),
@@ -277,6 +304,7 @@ pub fn renameat2(
     new: &CStr,
     flags: u32,
 ) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe {
         libc::renameat2(
             olddir.as_raw_fd(),
@@ -294,6 +322,7 @@ pub fn chownat(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<(
     if name.is_empty() {
         flags |= libc::AT_EMPTY_PATH;
     }
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) })
 }
 
@@ -307,6 +336,7 @@ pub fn chmodat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
     if name.is_empty() {
         flags |= libc::AT_EMPTY_PATH;
     }
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let ret = unsafe {
         libc::syscall(
             SYS_FCHMODAT2,
@@ -332,10 +362,12 @@ pub fn chmodat(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
     }
     let p = At { dir: fd, name: c"" }.proc_path();
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::chmod(p.as_ptr(), mode) })
 }
 
 pub fn fchmod(fd: BorrowedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })
 }
 
@@ -345,14 +377,17 @@ pub fn utimensat(dir: BorrowedFd, name: &CStr, times: &[libc::timespec; 2]) -> i
     if name.is_empty() {
         flags |= libc::AT_EMPTY_PATH;
     }
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) })
 }
 
 pub fn ftruncate(fd: BorrowedFd, size: u64) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::ftruncate64(fd.as_raw_fd(), size as i64) })
 }
 
 pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     retry_eintr(|| unsafe {
         libc::pwrite64(
             fd.as_raw_fd(),
@@ -364,6 +399,7 @@ pub fn pwrite(fd: BorrowedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
 }
 
 pub fn fsync(fd: BorrowedFd, datasync: bool) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe {
         if datasync {
             libc::fdatasync(fd.as_raw_fd())
@@ -379,15 +415,18 @@ pub fn write_out(fd: BorrowedFd) -> io::Result<()> {
     let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
         | libc::SYNC_FILE_RANGE_WRITE
         | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags) })
 }
 
 pub fn fallocate(fd: BorrowedFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, offset as i64, len as i64) })
 }
 
 /// lseek; `Ok(None)` for ENXIO (no data/hole past the offset).
 pub fn lseek(fd: BorrowedFd, offset: i64, whence: libc::c_int) -> io::Result<Option<i64>> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let ret = unsafe { libc::lseek64(fd.as_raw_fd(), offset, whence) };
     if ret >= 0 {
         return Ok(Some(ret));
@@ -403,6 +442,7 @@ pub fn lseek(fd: BorrowedFd, offset: i64, whence: libc::c_int) -> io::Result<Opt
 /// FICLONE: share all of `src`'s extents with `dst` (reflink).
 pub fn ficlone(dst: BorrowedFd, src: BorrowedFd) -> io::Result<()> {
     const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) })
 }
 
@@ -416,6 +456,7 @@ pub fn copy_file_range(
     let mut i = off_in as i64;
     let mut o = off_out as i64;
     let ret =
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         unsafe { libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, len, 0) };
     cvt_size(ret as libc::ssize_t)
 }
@@ -464,6 +505,7 @@ fn enosys(e: &io::Error) -> bool {
 fn getxattr_raw(at: At, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     if at.name.is_empty() {
         let p = at.proc_path();
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         return cvt_size(unsafe {
             libc::getxattr(
                 p.as_ptr(),
@@ -478,6 +520,7 @@ fn getxattr_raw(at: At, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
         size: buf.len() as u32,
         flags: 0,
     };
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let ret = unsafe {
         libc::syscall(
             SYS_GETXATTRAT,
@@ -492,6 +535,7 @@ fn getxattr_raw(at: At, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     match cvt_size(ret as libc::ssize_t) {
         Err(e) if enosys(&e) => {
             let p = at.proc_path();
+            // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
             cvt_size(unsafe {
                 libc::lgetxattr(
                     p.as_ptr(),
@@ -508,10 +552,12 @@ fn getxattr_raw(at: At, attr: &CStr, buf: &mut [u8]) -> io::Result<usize> {
 fn listxattr_raw(at: At, buf: &mut [u8]) -> io::Result<usize> {
     if at.name.is_empty() {
         let p = at.proc_path();
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         return cvt_size(unsafe {
             libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
         });
     }
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let ret = unsafe {
         libc::syscall(
             SYS_LISTXATTRAT,
@@ -525,6 +571,7 @@ fn listxattr_raw(at: At, buf: &mut [u8]) -> io::Result<usize> {
     match cvt_size(ret as libc::ssize_t) {
         Err(e) if enosys(&e) => {
             let p = at.proc_path();
+            // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
             cvt_size(unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
         }
         other => other,
@@ -573,6 +620,7 @@ pub fn setxattr(at: At, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()>
             size: value.len() as u32,
             flags: flags as u32,
         };
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         let ret = unsafe {
             libc::syscall(
                 SYS_SETXATTRAT,
@@ -590,6 +638,7 @@ pub fn setxattr(at: At, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()>
         }
     }
     let p = at.proc_path();
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let ret = unsafe {
         if at.name.is_empty() {
             libc::setxattr(
@@ -614,6 +663,7 @@ pub fn setxattr(at: At, attr: &CStr, value: &[u8], flags: i32) -> io::Result<()>
 
 pub fn removexattr(at: At, attr: &CStr) -> io::Result<()> {
     if !at.name.is_empty() {
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         let ret = unsafe {
             libc::syscall(
                 SYS_REMOVEXATTRAT,
@@ -629,6 +679,7 @@ pub fn removexattr(at: At, attr: &CStr) -> io::Result<()> {
         }
     }
     let p = at.proc_path();
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt_unit(unsafe {
         if at.name.is_empty() {
             libc::removexattr(p.as_ptr(), attr.as_ptr())
@@ -647,6 +698,7 @@ pub fn mount(
     flags: libc::c_ulong,
     data: &CStr,
 ) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt(unsafe {
         libc::mount(
             source.as_ptr(),
@@ -660,6 +712,7 @@ pub fn mount(
 }
 
 pub fn umount_detach(target: &CStr) -> io::Result<()> {
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) })
         .map(drop)
 }
@@ -671,6 +724,7 @@ pub enum Fork {
 
 /// fork(2). Only called while the process has a single thread.
 pub fn fork() -> io::Result<Fork> {
+    // SAFETY: called while the process has a single thread (see above), so the child may go on running any code.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Fork::Child),
@@ -679,6 +733,7 @@ pub fn fork() -> io::Result<Fork> {
 }
 
 pub fn setsid() {
+    // SAFETY: a call without pointers; it cannot break any Rust invariant.
     unsafe { libc::setsid() };
 }
 
@@ -686,6 +741,7 @@ pub fn setsid() {
 pub fn detach_stdio() -> io::Result<()> {
     let null = open_path(c"/dev/null", libc::O_RDWR)?;
     for target in 0..3 {
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
         cvt(unsafe { libc::dup2(null.as_raw_fd(), target) })?;
     }
     Ok(())
@@ -693,6 +749,7 @@ pub fn detach_stdio() -> io::Result<()> {
 
 /// Leaves the process at once, without running destructors (used by the parent after fork).
 pub fn exit_now(code: i32) -> ! {
+    // SAFETY: ends the process at once; no memory is involved.
     unsafe { libc::_exit(code) }
 }
 
@@ -702,6 +759,7 @@ pub fn raise_nofile_limit() -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: `lim` is a valid rlimit that the calls read and write.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 1024;
@@ -716,6 +774,7 @@ pub fn raise_nofile_limit() -> u64 {
 /// Lowers the calling thread's CPU priority (raises its nice value by `inc`; always
 /// allowed, never undone: used only by short-lived threads).
 pub fn nice_this_thread(inc: i32) {
+    // SAFETY: plain calls on this thread's own id; no memory is involved.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         let cur = libc::getpriority(libc::PRIO_PROCESS, tid);
@@ -725,19 +784,23 @@ pub fn nice_this_thread(inc: i32) {
 
 /// Gives memory the allocator holds but no longer uses back to the system.
 pub fn release_free_memory() {
+    // SAFETY: a call without pointers; it cannot break any Rust invariant.
     unsafe { libc::malloc_trim(0) };
 }
 
 /// Clears the process umask: modes of new objects are set exactly as asked.
 pub fn clear_umask() {
+    // SAFETY: a call without pointers; it cannot break any Rust invariant.
     unsafe { libc::umask(0) };
 }
 
 pub fn geteuid() -> u32 {
+    // SAFETY: a call without pointers; it cannot break any Rust invariant.
     unsafe { libc::geteuid() }
 }
 
 pub fn getegid() -> u32 {
+    // SAFETY: a call without pointers; it cannot break any Rust invariant.
     unsafe { libc::getegid() }
 }
 
@@ -752,10 +815,12 @@ pub fn open_by_handle(
     let mut buf: Vec<u32> = vec![0; 2 + handle.len().div_ceil(4)];
     buf[0] = handle.len() as u32;
     buf[1] = handle_type as u32;
+    // SAFETY: `buf` holds 8 header bytes and at least `handle.len()` more (its length is rounded up), and nothing else borrows it.
     let bytes: &mut [u8] = unsafe {
         std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>().add(8), handle.len())
     };
     bytes.copy_from_slice(handle);
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     let fd = cvt(unsafe {
         libc::syscall(
             libc::SYS_open_by_handle_at,
@@ -764,6 +829,7 @@ pub fn open_by_handle(
             libc::O_PATH | libc::O_CLOEXEC,
         ) as libc::c_int
     })?;
+    // SAFETY: `fd` was just returned open by the kernel, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -771,8 +837,11 @@ pub fn open_by_handle(
 /// second can be handed to a child (fusermount3's `_FUSE_COMMFD`).
 pub fn socketpair_for_child() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: the kernel just returned both fds open, and nothing else owns them.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
     cvt(unsafe { libc::fcntl(ours.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok((ours, theirs))
 }
@@ -784,21 +853,26 @@ pub fn recv_fd(sock: BorrowedFd) -> io::Result<OwnedFd> {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
+    // SAFETY: a pure computation on a length.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space;
+    // SAFETY: `msg` points at `iov` (one byte of `byte`) and `cbuf` (`space` bytes), all alive for the call.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `msg` was filled by the successful recvmsg above; its control buffer is `cbuf`.
     let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
     if cmsg.is_null() {
         return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
+    // SAFETY: `cmsg` is non-null and points into `cbuf`, filled by the kernel; the data of an SCM_RIGHTS message is an fd we now own.
     unsafe {
         if (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
