@@ -5,7 +5,9 @@
 //! over the data extents so holes stay holes, else read/write; then owner, mode,
 //! xattrs except overlay-private ones, an origin record, times) and renamed into place
 //! in one step. Each node has its own copy lock: concurrent writers copy it once, and
-//! nothing else in the mount waits.
+//! nothing else in the mount waits. A thread holds one copy lock at most: parents are
+//! copied up before a node's lock is taken, the other names of a hard link linked
+//! after it is let go (docs/architecture.md, "Locks").
 
 use std::ffi::CString;
 use std::io;
@@ -41,20 +43,33 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     if ov.settings.read_only {
         return Err(erofs());
     }
-    if node.stack().top() == 0 {
-        return Ok(());
-    }
-    let _guard = node.copy_lock.lock();
-    if node.stack().top() == 0 {
-        return Ok(()); // another writer did it meanwhile
-    }
-    let loc = node
-        .loc()
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-    let parent = loc
-        .parent
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-    copy_up(ov, &parent)?;
+    let stale = || io::Error::from_raw_os_error(libc::ESTALE);
+    // Parents first, each under its own lock only: this node's lock is taken once its
+    // parent is in the upper layer, so no copy lock is ever held while another is
+    // waited for (the kernel's copy-up walks to the topmost ancestor not yet copied up
+    // the same way). A rename of the parent meanwhile moves this node with it, and
+    // the loop copies up the new parent (a rename copies up what it moves anyway).
+    let mut tries = 0;
+    let (guard, loc, parent) = loop {
+        if node.stack().top() == 0 {
+            return Ok(()); // (another writer may have done it meanwhile)
+        }
+        let parent = node.loc().ok_or_else(stale)?.parent.ok_or_else(stale)?;
+        copy_up(ov, &parent)?;
+        let guard = node.copy_lock.lock();
+        if node.stack().top() == 0 {
+            return Ok(());
+        }
+        let loc = node.loc().ok_or_else(stale)?;
+        match &loc.parent {
+            Some(p) if p.stack().top() == 0 => {
+                let p = p.clone();
+                break (guard, loc, p);
+            }
+            Some(_) if tries < 16 => tries += 1,
+            _ => return Err(stale()),
+        }
+    };
     let upper_parent = parent.dir_fd(ov, 0)?;
     // The lower object itself, held open and checked to be the node's: a layer changed
     // beneath the mount (a symlink or a FIFO put at the name) is never copied in its
@@ -115,6 +130,9 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     }
     node.set_stack(stack);
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
+    // The other names of a lower hard link are linked after the lock is let go: they
+    // copy up their own parents, each under its own lock.
+    drop(guard);
     if node.kind != FileType::Directory && real_st.st_nlink > 1 {
         link_up_aliases(ov, node, old.top(), &real_st);
     }

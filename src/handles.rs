@@ -2,6 +2,10 @@
 //! opened now or at first use, and passthrough backing), the listings being read,
 //! each node's I/O state, and released passthrough files kept open for the next open
 //! like them. State only: opening is file.rs's.
+//!
+//! Locks: the maps are sharded and `kept` is a leaf (files close after it is let
+//! go); a node's I/O state is held across the backing ioctl of an open
+//! (docs/architecture.md, "Locks").
 
 use std::ffi::CString;
 use std::io;

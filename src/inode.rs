@@ -8,6 +8,10 @@
 //!
 //! The table is a sharded map from inode number to node: a lookup takes one shard's
 //! read lock and bumps an atomic count; nothing on that path is global.
+//!
+//! Locks (order and reasons in docs/architecture.md, "Locks"): a node's `place` lock
+//! is a leaf, taken for its names and stack only; a table shard may take a node's
+//! place lock or a pins shard inside it; `copy_lock` is copy_up.rs's.
 
 use std::ffi::{CStr, CString};
 use std::io;
