@@ -36,7 +36,7 @@ struct Finding {
     repaired: Option<io::Result<()>>,
 }
 
-const OVERLAY_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
+use crate::ondisk::{Ovl, PREFIXES as OVERLAY_PREFIXES};
 
 /// What this upper's filesystem takes: char 0/0 whiteouts, and overlay xattrs (the
 /// namespace that works), probed in the work dir.
@@ -173,14 +173,11 @@ fn xattr_names(at: At) -> Vec<Vec<u8>> {
 }
 
 /// The overlay xattr `what` among `names`, in either namespace.
-fn overlay_xattr(names: &[Vec<u8>], what: &str) -> Option<CString> {
-    OVERLAY_PREFIXES.iter().find_map(|p| {
-        let full = format!("{p}{what}");
-        names
-            .iter()
-            .any(|n| n.as_slice() == full.as_bytes())
-            .then(|| CString::new(full).unwrap_or_default())
-    })
+fn overlay_xattr(names: &[Vec<u8>], what: Ovl) -> Option<CString> {
+    what.names()
+        .into_iter()
+        .find(|full| names.iter().any(|n| n.as_slice() == full.to_bytes()))
+        .map(CString::from)
 }
 
 impl Walk<'_> {
@@ -221,7 +218,7 @@ impl Walk<'_> {
             let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
             let names = if is_link { Vec::new() } else { xattr_names(at) };
             self.aufs_forms(dir, &name, path);
-            if let Some(origin) = overlay_xattr(&names, crate::copy_up::ORIGIN) {
+            if let Some(origin) = overlay_xattr(&names, Ovl::StratafsOrigin) {
                 match sys::getxattr(at, &origin) {
                     Ok(v) if v.len() == 8 => has_origin = true,
                     _ => self.report(
@@ -232,7 +229,7 @@ impl Walk<'_> {
                     ),
                 }
             }
-            if let (false, Some(x)) = (is_dir, overlay_xattr(&names, "opaque")) {
+            if let (false, Some(x)) = (is_dir, overlay_xattr(&names, Ovl::Opaque)) {
                 self.report(
                     path,
                     format!("{} on a non-directory", x.to_string_lossy()),
@@ -240,7 +237,7 @@ impl Walk<'_> {
                     || sys::removexattr(at, &x),
                 );
             }
-            if let Some(x) = overlay_xattr(&names, "redirect") {
+            if let Some(x) = overlay_xattr(&names, Ovl::Redirect) {
                 self.redirect(at, &x, is_dir, path);
             }
             if is_dir {
@@ -251,7 +248,7 @@ impl Walk<'_> {
         }
         if has_origin {
             let here = At { dir, name: c"" };
-            if overlay_xattr(&xattr_names(here), "impure").is_none() {
+            if overlay_xattr(&xattr_names(here), Ovl::Impure).is_none() {
                 let shown = if path.is_empty() {
                     b".".to_vec()
                 } else {
@@ -387,7 +384,7 @@ fn leads_somewhere(root: BorrowedFd, comps: &[&[u8]]) -> bool {
                 dir: next.as_fd(),
                 name: c"",
             }),
-            "redirect",
+            Ovl::Redirect,
         )
         .is_some()
         {

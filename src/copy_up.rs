@@ -18,15 +18,12 @@ use std::sync::Arc;
 use fuser::FileType;
 use log::debug;
 
-use crate::inode::{LayerRef, Node, Stack};
+use crate::inode::{Known, LayerRef, Node, Stack};
+use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
 use crate::sys::{self, At, Stat};
 use crate::whiteout::is_private_xattr;
 use crate::work::Work;
-
-/// The overlay xattr (after the `trusted.overlay.`/`user.overlay.` prefix) that records
-/// the inode number an object had before it was copied up.
-pub const ORIGIN: &str = "stratafs.origin";
 
 fn erofs() -> io::Error {
     io::Error::from_raw_os_error(libc::EROFS)
@@ -145,11 +142,11 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
 /// an O_PATH directory fd).
 pub fn mark_impure(work: &Work, dir: &Node, upper: BorrowedFd) {
     let stack = dir.stack();
-    if !stack.known_impure() {
-        if !work.has_xattr(upper, c"", "impure") {
-            let _ = work.set_xattr(upper, c"", "impure", b"y");
+    if !stack.knows(Known::Impure) {
+        if !work.has_xattr(upper, c"", Ovl::Impure) {
+            let _ = work.set_xattr(upper, c"", Ovl::Impure, b"y");
         }
-        stack.note_impure();
+        stack.learn(Known::Impure);
     }
 }
 
@@ -237,7 +234,7 @@ fn finish_meta(
         },
         At { dir: w, name: tmp },
     )?;
-    let _ = work.set_xattr(w, tmp, ORIGIN, &ino.to_le_bytes());
+    let _ = work.set_xattr(w, tmp, Ovl::StratafsOrigin, &ino.to_le_bytes());
     let times = [
         libc::timespec {
             tv_sec: st.st_atime,

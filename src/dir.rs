@@ -17,8 +17,9 @@ use fuser::FileType;
 
 use crate::acl;
 use crate::copy_up::copy_up;
-use crate::inode::{LayerRef, Node, Stack};
+use crate::inode::{Known, LayerRef, Node, Stack};
 use crate::namei::{self, Found};
+use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
 use crate::readdir;
 use crate::sys::{self, Stat};
@@ -132,10 +133,10 @@ pub fn create(
     let acls = ov.acl.load(std::sync::atomic::Ordering::Relaxed);
     // (The kernel holds the parent locked across a create and across a change of its
     // xattrs, so what the stack knows of its default ACL cannot go stale meanwhile.)
-    let default_acl = if acls && !pstack.known_no_default_acl() {
+    let default_acl = if acls && !pstack.knows(Known::NoDefaultAcl) {
         let acl = acl::parent_default(up.as_fd());
         if acl.is_none() {
-            pstack.note_no_default_acl();
+            pstack.learn(Known::NoDefaultAcl);
         }
         acl
     } else {
@@ -457,7 +458,8 @@ fn prepare_dir_move(
     node: &Arc<Node>,
 ) -> io::Result<Vec<(u16, Arc<CString>)>> {
     let stack = node.stack();
-    if work.xattr("redirect").is_none() && stack.refs.iter().any(|r| !ov.layer(r.layer).is_upper) {
+    if work.xattr(Ovl::Redirect).is_none() && stack.refs.iter().any(|r| !ov.layer(r.layer).is_upper)
+    {
         // No xattr can record a redirect on this upper: mv copies, as with the kernel's
         // redirect_dir=off.
         return Err(err(libc::EXDEV));
@@ -474,7 +476,7 @@ fn prepare_dir_move(
     if !lower_paths.is_empty() {
         let v = redirect_path(ov, node)?;
         let (dir, _) = node.real(ov)?;
-        work.set_xattr(dir.as_fd(), c"", "redirect", &v)?;
+        work.set_xattr(dir.as_fd(), c"", Ovl::Redirect, &v)?;
     }
     Ok(lower_paths)
 }

@@ -78,7 +78,8 @@ fn adopt_one(ov: &Overlay, index: BorrowedFd, name: &CStr) -> bool {
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return false; // directory index entries and index whiteouts: not ours to use
     }
-    let origin = [c"trusted.overlay.origin", c"user.overlay.origin"]
+    let origin = crate::ondisk::Ovl::Origin
+        .names()
         .iter()
         .find_map(|a| sys::getxattr(At { dir: index, name }, a).ok());
     let Some((first_layer, dev, ino)) = origin.and_then(|fb| decode_origin(ov, &fb)) else {

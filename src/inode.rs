@@ -75,24 +75,37 @@ pub struct Stack {
     /// Bits 0-29: layer positions whose directory is known free of `.wh.` names, so
     /// lookups there need not look for an AUFS whiteout (a listing found none in a
     /// lower, which never changes, or in the upper while whiteouts are char devices,
-    /// readdir.rs; or copy-up just made the upper directory). Bit 31 (`IMPURE`): the
-    /// upper directory is known to carry the impure mark. Bits 32-61: positions
+    /// readdir.rs; or copy-up just made the upper directory). Bits 32-61: positions
     /// whose directory was already looked for among those earlier listings found
-    /// free (`whiteout::AufsFreeDirs`). Bit 63 (`NO_DEFAULT_ACL`): the upper
-    /// directory is known to have no default ACL. Only directories learn these: the
-    /// stack of a file is shared (`Stack::of`).
+    /// free (`whiteout::AufsFreeDirs`). Bits 31 and 63: the facts of [`Known`]. Only
+    /// directories learn these: the stack of a file is shared (`Stack::of`).
     known: AtomicU64,
 }
 
 /// Layer positions below this have a `.wh.`-free bit in `Stack::known`.
 const AUFS_BITS: usize = 30;
 const AUFS_MASK: u64 = (1 << AUFS_BITS) - 1;
-/// The bit of `Stack::known` that says the upper directory is marked impure.
-const IMPURE: u64 = 1 << 31;
 /// Where the "already asked" bits of `Stack::known` start.
 const ASKED_SHIFT: usize = 32;
-/// The bit of `Stack::known` that says the upper directory has no default ACL.
-const NO_DEFAULT_ACL: u64 = 1 << 63;
+
+/// What a directory's stack may know of its upper directory, each a bit of
+/// `Stack::known` (set with `Stack::learn`, tested with `Stack::knows`).
+#[derive(Clone, Copy, Debug)]
+pub enum Known {
+    /// It carries the impure mark (copy_up.rs sets it once).
+    Impure,
+    /// It has no default ACL, so creates in it need not read one (dir.rs).
+    NoDefaultAcl,
+}
+
+impl Known {
+    fn bit(self) -> u64 {
+        match self {
+            Known::Impure => 1 << 31,
+            Known::NoDefaultAcl => 1 << 63,
+        }
+    }
+}
 
 /// Directory fds cached by all nodes together, and how many may be.
 static CACHED_FDS: AtomicI64 = AtomicI64::new(0);
@@ -167,30 +180,19 @@ impl Stack {
             .fetch_or(u64::from(bits) & AUFS_MASK, Ordering::Relaxed);
     }
 
-    /// Is the upper directory known to carry the impure mark?
-    pub fn known_impure(&self) -> bool {
-        self.known.load(Ordering::Relaxed) & IMPURE != 0
+    /// Does this directory's stack know `fact` of its upper directory?
+    pub fn knows(&self, fact: Known) -> bool {
+        self.known.load(Ordering::Relaxed) & fact.bit() != 0
     }
 
-    /// The upper directory carries the impure mark.
-    pub fn note_impure(&self) {
-        self.known.fetch_or(IMPURE, Ordering::Relaxed);
+    /// This directory's stack learns `fact` of its upper directory.
+    pub fn learn(&self, fact: Known) {
+        self.known.fetch_or(fact.bit(), Ordering::Relaxed);
     }
 
-    /// Is the upper directory known to have no default ACL (so that creates in it
-    /// need not read one)?
-    pub fn known_no_default_acl(&self) -> bool {
-        self.known.load(Ordering::Relaxed) & NO_DEFAULT_ACL != 0
-    }
-
-    /// The upper directory has no default ACL.
-    pub fn note_no_default_acl(&self) {
-        self.known.fetch_or(NO_DEFAULT_ACL, Ordering::Relaxed);
-    }
-
-    /// The upper directory's default ACL may have changed.
-    pub fn forget_no_default_acl(&self) {
-        self.known.fetch_and(!NO_DEFAULT_ACL, Ordering::Relaxed);
+    /// `fact` may no longer hold (the upper directory changed).
+    pub fn unlearn(&self, fact: Known) {
+        self.known.fetch_and(!fact.bit(), Ordering::Relaxed);
     }
 
     pub fn pos(&self, layer: u16) -> Option<usize> {

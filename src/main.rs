@@ -27,6 +27,7 @@ mod means;
 mod mount;
 mod mountinfo;
 mod namei;
+mod ondisk;
 mod options;
 mod orphan;
 mod overlay;

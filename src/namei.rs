@@ -12,6 +12,7 @@ use std::sync::Arc;
 use fuser::FileType;
 
 use crate::inode::{kind_of, LayerRef, Node};
+use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
 use crate::sys::{self, At, Stat};
 use crate::whiteout::{self, Opacity};
@@ -261,16 +262,9 @@ fn redirect_target(path: &[u8], target: &[u8]) -> Vec<u8> {
     p
 }
 
-const ORIGIN_XATTRS: [&std::ffi::CStr; 2] = [
-    c"trusted.overlay.stratafs.origin",
-    c"user.overlay.stratafs.origin",
-];
-const REDIRECT_XATTRS: [&std::ffi::CStr; 2] =
-    [c"trusted.overlay.redirect", c"user.overlay.redirect"];
-
 /// The inode number recorded at copy-up on the upper object (`dir`, `name`).
 pub fn read_origin(dir: BorrowedFd, name: &std::ffi::CStr) -> Option<u64> {
-    ORIGIN_XATTRS.iter().find_map(|attr| {
+    Ovl::StratafsOrigin.names().iter().find_map(|attr| {
         let v = sys::getxattr(At { dir, name }, attr).ok()?;
         Some(u64::from_le_bytes(v.try_into().ok()?))
     })
@@ -285,7 +279,8 @@ pub fn redirect_of(dir: BorrowedFd) -> Option<Vec<u8>> {
 /// The redirect recorded on a renamed directory (open as `dir`, its xattr names
 /// listed in `names`), if any.
 fn read_redirect(dir: BorrowedFd, names: &[Vec<u8>]) -> Option<Vec<u8>> {
-    REDIRECT_XATTRS
+    Ovl::Redirect
+        .names()
         .iter()
         .filter(|attr| names.iter().any(|n| n.as_slice() == attr.to_bytes()))
         .find_map(|attr| sys::getxattr(At { dir, name: c"" }, attr).ok())

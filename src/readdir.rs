@@ -139,7 +139,8 @@ fn list_with(ov: &Overlay, node: &Node, xwhiteouts_count: bool) -> io::Result<Ve
 }
 
 fn is_impure(dir: std::os::fd::BorrowedFd) -> bool {
-    [c"trusted.overlay.impure", c"user.overlay.impure"]
+    crate::ondisk::Ovl::Impure
+        .names()
         .iter()
         .any(|a| sys::getxattr(sys::At { dir, name: c"" }, a).is_ok())
 }

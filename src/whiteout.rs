@@ -15,17 +15,13 @@ use std::os::fd::BorrowedFd;
 
 use crate::sys::{self, At, Stat};
 
-/// The AUFS whiteout prefix.
-pub const WH_PREFIX: &[u8] = b".wh.";
-/// The AUFS opaque-directory marker.
-pub const OPAQUE_MARKER: &CStr = c".wh..wh..opq";
+use crate::ondisk::{Ovl, FUSE_OVERLAYFS_OPAQUE, FUSE_OVERLAYFS_PREFIX, PREFIXES};
+pub use crate::ondisk::{OPAQUE_MARKER, WH_PREFIX};
 
-const OPAQUE_XATTRS: [&[u8]; 3] = [
-    b"trusted.overlay.opaque",
-    b"user.overlay.opaque",
-    b"user.fuseoverlayfs.opaque",
-];
-const WHITEOUT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteout", b"user.overlay.whiteout"];
+/// Is `name` one of the opaque xattrs (the overlay's, or fuse-overlayfs's)?
+fn is_opaque_xattr(name: &[u8]) -> bool {
+    Ovl::Opaque.is(name) || name == FUSE_OVERLAYFS_OPAQUE.to_bytes()
+}
 
 /// Is this stat a char device 0/0?
 pub fn is_whiteout_dev(st: &Stat) -> bool {
@@ -60,10 +56,7 @@ pub enum Opacity {
 pub fn opacity_with(dir: BorrowedFd, name: &CStr, names: &[Vec<u8>]) -> Opacity {
     let at = At { dir, name };
     let mut result = Opacity::Transparent;
-    for attr in names
-        .iter()
-        .filter(|n| OPAQUE_XATTRS.contains(&n.as_slice()))
-    {
+    for attr in names.iter().filter(|n| is_opaque_xattr(n)) {
         let Ok(cattr) = std::ffi::CString::new(attr.clone()) else {
             continue;
         };
@@ -85,11 +78,7 @@ pub fn is_xattr_whiteout(dir: BorrowedFd, name: &CStr, st: &Stat) -> bool {
         return false;
     }
     sys::listxattr(At { dir, name })
-        .map(|names| {
-            names
-                .iter()
-                .any(|n| WHITEOUT_XATTRS.contains(&n.as_slice()))
-        })
+        .map(|names| names.iter().any(|n| Ovl::Whiteout.is(n)))
         .unwrap_or(false)
 }
 
@@ -121,9 +110,8 @@ impl AufsFreeDirs {
 
 /// Overlay-private xattr names, hidden from getxattr/listxattr through the mount.
 pub fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(b"user.fuseoverlayfs.")
+    PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
+        || name.starts_with(FUSE_OVERLAYFS_PREFIX.as_bytes())
         || crate::override_stat::is_override_name(name)
 }
 
@@ -162,7 +150,7 @@ pub fn drop_aufs(dir: BorrowedFd, name: &CStr) {
 /// Marks the directory (`dir`, `name`) opaque: the overlay xattr where the upper
 /// filesystem allows one, else a `.wh..wh..opq` file inside it.
 pub fn set_opaque(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
-    if work.set_xattr(dir, name, "opaque", b"y").is_ok() {
+    if work.set_xattr(dir, name, Ovl::Opaque, b"y").is_ok() {
         return Ok(());
     }
     let d = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)?;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use log::{debug, info};
 use parking_lot::Mutex;
 
+use crate::ondisk::{Ovl, PREFIXES};
 use crate::sys::{self, At};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +39,8 @@ impl XattrNs {
     /// The prefix of overlay xattr names in this namespace.
     pub fn prefix(self) -> Option<&'static str> {
         match self {
-            XattrNs::Trusted => Some("trusted.overlay."),
-            XattrNs::User => Some("user.overlay."),
+            XattrNs::Trusted => Some(PREFIXES[0]),
+            XattrNs::User => Some(PREFIXES[1]),
             XattrNs::None => None,
         }
     }
@@ -192,12 +193,12 @@ impl Work {
     }
 
     /// The full name of overlay xattr `what` (`opaque`, `redirect`, ...) in our namespace.
-    pub fn xattr(&self, what: &str) -> Option<CString> {
-        CString::new(format!("{}{what}", self.ns.prefix()?)).ok()
+    pub fn xattr(&self, what: Ovl) -> Option<CString> {
+        CString::new(format!("{}{}", self.ns.prefix()?, what.suffix())).ok()
     }
 
     /// Does (`dir`, `name`) carry overlay xattr `what` already?
-    pub fn has_xattr(&self, dir: BorrowedFd, name: &CStr, what: &str) -> bool {
+    pub fn has_xattr(&self, dir: BorrowedFd, name: &CStr, what: Ovl) -> bool {
         self.xattr(what)
             .is_some_and(|attr| sys::getxattr(At { dir, name }, &attr).is_ok())
     }
@@ -207,7 +208,7 @@ impl Work {
         &self,
         dir: BorrowedFd,
         name: &CStr,
-        what: &str,
+        what: Ovl,
         value: &[u8],
     ) -> io::Result<()> {
         let attr = self
@@ -256,8 +257,8 @@ pub fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
         name: c"",
     };
     for (attr, ns) in [
-        (c"trusted.overlay.opaque", XattrNs::Trusted),
-        (c"user.overlay.opaque", XattrNs::User),
+        (Ovl::Opaque.names()[0], XattrNs::Trusted),
+        (Ovl::Opaque.names()[1], XattrNs::User),
     ] {
         if sys::setxattr(at, attr, b"0", 0).is_ok() {
             let _ = sys::removexattr(at, attr);
