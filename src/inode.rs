@@ -385,16 +385,23 @@ impl Node {
         Changing(self)
     }
 
-    /// The change count once no change is running (waits a little for one to end).
+    /// The change count once no change is running: waits for a running one to end
+    /// (spinning a little, then sleeping), so that what is reached by name after it
+    /// is judged against a count no change holds.
     fn settled(&self) -> u8 {
-        for _ in 0..1000 {
+        let mut waited = 0u32;
+        loop {
             let f = self.flags.load(Ordering::SeqCst);
             if f & CHANGE_STEP == 0 {
                 return f & CHANGE_MASK;
             }
-            std::thread::yield_now();
+            if waited < 1000 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            waited += 1;
         }
-        self.flags.load(Ordering::SeqCst) & CHANGE_MASK
     }
 
     /// Runs `f` on the real object behind this node, addressed as (directory fd,
@@ -421,17 +428,18 @@ impl Node {
     }
 
     /// Runs `f`, which reaches the node's object through its names, again while the
-    /// node's change count moved during the run (`RESOLVE_TRIES` times at most).
+    /// node's change count moved during the run; ESTALE (the kernel looks the name up
+    /// again) when it still moves after `RESOLVE_TRIES` runs, never what `f` reached
+    /// while a change ran (it may be the object that replaced the node's).
     fn resolving<T>(&self, mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-        let mut tries = 0;
-        loop {
+        for _ in 0..=RESOLVE_TRIES {
             let seq = self.settled();
             let r = f();
-            if self.flags.load(Ordering::SeqCst) & CHANGE_MASK == seq || tries == RESOLVE_TRIES {
+            if self.flags.load(Ordering::SeqCst) & CHANGE_MASK == seq {
                 return r;
             }
-            tries += 1;
         }
+        Err(io::Error::from_raw_os_error(libc::ESTALE))
     }
 
     /// Is `st` (the stat of what the node's name holds now) the object this node
