@@ -21,3 +21,10 @@ STRATAFS_BIN=$BIN scripts/pjdfstest.sh --jobs 4 \
 STRATAFS_BIN=$BIN scripts/fsx.sh --ops 20000 --seeds 1,2 | tail -n 5
 cargo build --all-targets
 cargo test -- --test-threads="${TEST_THREADS:-4}"
+# The unit tests need no root: once more as nobody (from a copy nobody can run).
+unit=$(cargo test --bin stratafs --no-run 2>&1 | sed -n 's/.*Executable unittests src\/main.rs (\(.*\))$/\1/p')
+tmp=$(mktemp -d)
+cp "$unit" "$tmp/unit-tests"
+chmod 755 "$tmp" "$tmp/unit-tests"
+(cd "$tmp" && setpriv --reuid=65534 --regid=65534 --clear-groups ./unit-tests) | grep "^test result"
+rm -rf "$tmp"

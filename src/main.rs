@@ -38,6 +38,8 @@ mod rdplus;
 mod readdir;
 mod real_io;
 mod sys;
+#[cfg(test)]
+mod unit;
 mod whiteout;
 mod work;
 mod xattr;
