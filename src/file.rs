@@ -88,3 +88,70 @@ fn passthrough_lower(ov: &Overlay, st: &sys::Stat) -> bool {
         && ov.passthrough.load(Ordering::Relaxed)
         && st.st_size >= PASSTHROUGH_LOWER_MIN
 }
+
+/// Chooses how a new open file of `n` (real file `fd`) does its I/O: through the
+/// node's passthrough backing (registered with `open_backing` on first use) when
+/// passthrough is on, the file is in the upper layer (or the mount is read-only)
+/// and no daemon-served file of the node is open; else through the daemon. Lower
+/// files of a writable mount are never passthrough: a later copy-up could not
+/// switch their backing to the upper file.
+pub fn io_mode(
+    ov: &Overlay,
+    n: &Node,
+    fd: &crate::handles::RealFd,
+    open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
+) -> Option<Arc<fuser::BackingId>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let io = ov.handles.io(n.ino);
+    let mut io = io.lock();
+    // (A handle left to open later is a lower file's: daemon-served.)
+    if let (true, 0, true, Some(real)) = (
+        ov.passthrough.load(Relaxed),
+        io.cached,
+        ov.settings.read_only || ov.layer(n.stack().top()).is_upper,
+        fd.if_open(),
+    ) {
+        if let Some(id) = io.backing.upgrade() {
+            return Some(id);
+        }
+        match open_backing(&real) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                io.backing = Arc::downgrade(&id);
+                return Some(id);
+            }
+            Err(e) => {
+                // Not permitted here (no CAP_SYS_ADMIN in the initial namespace):
+                // the daemon serves I/O from now on.
+                log::info!("FUSE passthrough refused ({e}); the daemon serves file I/O");
+                ov.passthrough.store(false, Relaxed);
+            }
+        }
+    }
+    io.cached += 1;
+    None
+}
+
+/// The kernel released handle `fh`: a daemon-served file leaves the node's count, a
+/// passthrough file that still has a name is kept open for the next open like it
+/// (handles.rs), and the node's I/O state goes once no open file is left.
+pub fn release(ov: &Overlay, fh: u64) {
+    if let Some(f) = ov.handles.close_file(fh) {
+        let ino = f.ino;
+        if f.backing.is_none() {
+            let io = ov.handles.io(ino);
+            let mut io = io.lock();
+            io.cached = io.cached.saturating_sub(1);
+        }
+        // A passthrough file that still has a name is kept open for the next open
+        // like it (file.rs).
+        if let (Some(backing), Some(fd)) = (&f.backing, f.fd.if_open()) {
+            if f.flags >= 0 && ov.table.get(ino).is_some_and(|n| n.loc().is_some()) {
+                ov.handles.keep(ino, f.flags, fd, backing.clone());
+            }
+        }
+        // A passthrough backing goes away with its last handle (dropped here).
+        drop(f);
+        ov.handles.io_idle(ino);
+    }
+}

@@ -46,6 +46,43 @@ fn errno(e: std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// A FUSE reply, which can carry an errno (each of fuser's reply types has `error`).
+trait Fail {
+    fn fail(self, e: Errno);
+}
+
+macro_rules! fail_by_error {
+    ($($t:ty),*) => {
+        $(impl Fail for $t {
+            fn fail(self, e: Errno) {
+                self.error(e)
+            }
+        })*
+    };
+}
+
+fail_by_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr
+);
+
+/// Where results become replies: `ok` with the value, the errno otherwise.
+fn answer<R: Fail, T>(reply: R, result: Result<T, Errno>, ok: impl FnOnce(R, T)) {
+    match result {
+        Ok(v) => ok(reply, v),
+        Err(e) => reply.fail(e),
+    }
+}
+
 impl StrataFs {
     pub fn new(ov: Arc<Overlay>) -> Self {
         let means = Means::from_env();
@@ -74,59 +111,6 @@ impl StrataFs {
         }
     }
 
-    /// A listed file to read ahead: a small one, at its own name in its layer, whose
-    /// pages were not handed to the kernel yet.
-    fn prefetch_job(
-        &self,
-        dir: &Node,
-        node: &Node,
-        layer: u16,
-        size: i64,
-        name: std::ffi::CString,
-    ) -> Option<crate::prefetch::Job> {
-        if size <= 0 || size > crate::prefetch::MAX_SIZE || node.prefilled() {
-            return None;
-        }
-        let dir = dir.dir_fd(&*self.ov, layer).ok()?;
-        let what = crate::prefetch::What::File { size };
-        Some(crate::prefetch::Job { dir, name, what })
-    }
-
-    /// After a new listing of `dir`: where a walker descends, its subdirectories are
-    /// read ahead in every layer of `dir` (prefetch.rs).
-    fn read_subdirs_ahead(&self, dir: &Node, entries: &[crate::handles::Entry]) {
-        let parent = dir.parent().map_or(dir.ino, |p| p.ino);
-        if !self.prefetch.descending(dir.ino, parent) {
-            return;
-        }
-        let names: Vec<_> = entries
-            .iter()
-            .skip(2)
-            .filter(|e| e.kind == FileType::Directory)
-            .filter_map(|e| std::ffi::CString::new(e.name.clone()).ok())
-            .collect();
-        if names.is_empty() {
-            return;
-        }
-        let fds: Vec<_> = dir
-            .stack()
-            .refs
-            .iter()
-            .filter_map(|r| dir.dir_fd(&*self.ov, r.layer).ok())
-            .collect();
-        let mut jobs = Vec::new();
-        for name in names {
-            for fd in &fds {
-                jobs.push(crate::prefetch::Job {
-                    dir: fd.clone(),
-                    name: name.clone(),
-                    what: crate::prefetch::What::Dir,
-                });
-            }
-        }
-        self.prefetch.queue(jobs);
-    }
-
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
         self.ov.table.get(ino.0).ok_or(Errno::ESTALE)
     }
@@ -134,67 +118,8 @@ impl StrataFs {
 
 impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
-        if self.ov.settings.acl
-            && cfg
-                .add_capabilities(
-                    fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK,
-                )
-                .is_ok()
-        {
-            self.ov
-                .acl
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        // Lookups and listings of one directory may run side by side (every node has
-        // its own locks); symlink targets may be cached (the layers change only
-        // through us); large writes come in 1 MiB pieces.
-        if self.means.parallel_dirops {
-            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
-        }
-        // Directories open with no message (OPENDIR answers ENOSYS once); the kernel
-        // then keeps their listings cached, as CACHE_DIR does.
-        if self.means.cache_dir {
-            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT);
-        }
-        if self.means.symlink_cache {
-            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
-        }
-        // Set-id bits are cleared here on write, truncate and chown (KILLPRIV_V2): the
-        // kernel then remembers which files have no `security.capability` (SB_NOSEC)
-        // instead of asking before every write, and sends a chown without first
-        // refreshing the mode. Not when owners and modes live in the override xattr.
-        self.means.killpriv = self.means.killpriv
-            && self.ov.layer(0).stat_override.is_none()
-            && cfg
-                .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
-                .is_ok();
-        // READDIRPLUS: listings carry attributes where callers stat what they list
-        // (rdplus.rs); the kernel then asks for the first part of each listing with it.
-        if self.means.readdirplus != crate::rdplus::Mode::Off
-            && cfg
-                .add_capabilities(
-                    fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
-                )
-                .is_err()
-        {
-            self.means.readdirplus = crate::rdplus::Mode::Off;
+        if !self.means.negotiate(&self.ov, cfg) {
             self.rdplus = crate::rdplus::Policy::new(crate::rdplus::Mode::Off);
-        }
-        if self.means.big_writes {
-            let _ = cfg.set_max_write(1 << 20);
-        }
-        // File data straight between the kernel and the upper files (root only; the
-        // first refusal turns it off).
-        if self.means.passthrough
-            && crate::sys::geteuid() == 0
-            && cfg
-                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
-                .is_ok()
-            && cfg.set_max_stack_depth(1).is_ok()
-        {
-            self.ov
-                .passthrough
-                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         debug!(
             "init: {} layers, upper: {}",
@@ -255,10 +180,9 @@ impl Filesystem for StrataFs {
             };
             st.map(|st| self.shown(n.attr(&st))).map_err(errno)
         });
-        match result {
-            Ok(attr) => reply.attr(&self.ov.settings.ttl, &attr),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result, |reply, attr| {
+            reply.attr(&self.ov.settings.ttl, &attr)
+        })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -271,10 +195,7 @@ impl Filesystem for StrataFs {
                     _ => errno(e),
                 })
         });
-        match result {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result, |reply, target| reply.data(&target))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -297,7 +218,7 @@ impl Filesystem for StrataFs {
             Err(e) => return reply.error(e),
         };
         self.prefetch.note_open();
-        let backing = self.passthrough(&n, &fd, |fd| reply.open_backing(fd));
+        let backing = file::io_mode(&self.ov, &n, &fd, |fd| reply.open_backing(fd));
         let _kept = kept;
         if backing.is_none() {
             self.prefill.first_open(&self.ov, &n, &fd, flags.0);
@@ -323,10 +244,7 @@ impl Filesystem for StrataFs {
         let read = file::read_fd(&self.ov, fh.0)
             .and_then(|fd| crate::real_io::read(&fd, offset, size))
             .map_err(errno);
-        match read {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, read, |reply, data| reply.data(&data))
     }
 
     fn release(
@@ -339,24 +257,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(f) = self.ov.handles.close_file(fh.0) {
-            let ino = f.ino;
-            if f.backing.is_none() {
-                let io = self.ov.handles.io(ino);
-                let mut io = io.lock();
-                io.cached = io.cached.saturating_sub(1);
-            }
-            // A passthrough file that still has a name is kept open for the next open
-            // like it (file.rs).
-            if let (Some(backing), Some(fd)) = (&f.backing, f.fd.if_open()) {
-                if f.flags >= 0 && self.ov.table.get(ino).is_some_and(|n| n.loc().is_some()) {
-                    self.ov.handles.keep(ino, f.flags, fd, backing.clone());
-                }
-            }
-            // A passthrough backing goes away with its last handle (dropped here).
-            drop(f);
-            self.ov.handles.io_idle(ino);
-        }
+        file::release(&self.ov, fh.0);
         reply.ok();
     }
 
@@ -475,7 +376,14 @@ impl Filesystem for StrataFs {
             if found.kind == FileType::RegularFile {
                 files += 1;
                 if let (true, Some(layer)) = (read_ahead, layer) {
-                    jobs.extend(self.prefetch_job(&dir, &node, layer, found.stat.st_size, cname));
+                    jobs.extend(crate::prefetch::Prefetch::file_job(
+                        &self.ov,
+                        &dir,
+                        &node,
+                        layer,
+                        found.stat.st_size,
+                        cname,
+                    ));
                 }
             }
         }
@@ -592,10 +500,9 @@ impl Filesystem for StrataFs {
             let st = attr::setattr(&self.ov, &n, fd, changes).map_err(errno)?;
             Ok(self.shown(n.attr(&st)))
         });
-        match result {
-            Ok(a) => reply.attr(&self.ov.settings.ttl, &a),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result, |reply, a| {
+            reply.attr(&self.ov.settings.ttl, &a)
+        })
     }
 
     fn mknod(
@@ -685,10 +592,7 @@ impl Filesystem for StrataFs {
             let (p2, n2) = self.dir_and_name(newparent, newname)?;
             dir::rename(&self.ov, &p1, &n1, &p2, &n2, flags.bits()).map_err(errno)
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result, |reply, _| reply.ok());
     }
 
     fn create(
@@ -729,7 +633,7 @@ impl Filesystem for StrataFs {
             Err(e) => return reply.error(e),
         };
         let fd = crate::handles::RealFd::open(fd);
-        let backing = self.passthrough(&node, &fd, |fd| reply.open_backing(fd));
+        let backing = file::io_mode(&self.ov, &node, &fd, |fd| reply.open_backing(fd));
         // (-1: never kept; its fd was made read-write, not with the caller's flags.)
         let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone(), -1));
         // (KEEP_CACHE is for daemon-served files: with passthrough the kernel refuses it.)
@@ -755,15 +659,16 @@ impl Filesystem for StrataFs {
         reply: ReplyWrite,
     ) {
         let kill = self.means.killpriv && wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.on_file(fh, |fd| {
-            if kill {
-                attr::kill_suidgid(fd.as_fd())?;
-            }
-            crate::real_io::write(fd, offset, data)
-        }) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            self.on_file(fh, |fd| {
+                if kill {
+                    attr::kill_suidgid(fd.as_fd())?;
+                }
+                crate::real_io::write(fd, offset, data)
+            }),
+            |reply, n| reply.written(n as u32),
+        );
     }
 
     fn fsync(
@@ -774,10 +679,11 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.on_file(fh, |fd| crate::sys::fsync(fd.as_fd(), datasync)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            self.on_file(fh, |fd| crate::sys::fsync(fd.as_fd(), datasync)),
+            |reply, _| reply.ok(),
+        );
     }
 
     fn fallocate(
@@ -790,12 +696,13 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.on_file(fh, |fd| {
-            crate::sys::fallocate(fd.as_fd(), mode, offset, length)
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            self.on_file(fh, |fd| {
+                crate::sys::fallocate(fd.as_fd(), mode, offset, length)
+            }),
+            |reply, _| reply.ok(),
+        );
     }
 
     fn setxattr(
@@ -808,23 +715,21 @@ impl Filesystem for StrataFs {
         _pos: u32,
         reply: ReplyEmpty,
     ) {
-        match self
-            .node(ino)
-            .and_then(|n| xattr::set(&self.ov, &n, name, value, flags).map_err(errno))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            self.node(ino)
+                .and_then(|n| xattr::set(&self.ov, &n, name, value, flags).map_err(errno)),
+            |reply, _| reply.ok(),
+        );
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .node(ino)
-            .and_then(|n| xattr::remove(&self.ov, &n, name).map_err(errno))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer(
+            reply,
+            self.node(ino)
+                .and_then(|n| xattr::remove(&self.ov, &n, name).map_err(errno)),
+            |reply, _| reply.ok(),
+        );
     }
 }
 
@@ -855,7 +760,7 @@ impl StrataFs {
         let l = handles
             .listing(ino.0, pid, offset, || {
                 let l = readdir::list(&self.ov, &n)?;
-                self.read_subdirs_ahead(&n, &l);
+                self.prefetch.read_subdirs_ahead(&self.ov, &n, &l);
                 Ok(l)
             })
             .map_err(errno)?;
@@ -908,62 +813,15 @@ impl StrataFs {
             let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
             Ok(self.shown(node.attr(&st)))
         })();
-        match result {
-            Ok(a) => reply.entry(&self.ov.settings.ttl, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        answer(reply, result, |reply, a| {
+            reply.entry(&self.ov.settings.ttl, &a, Generation(0))
+        })
     }
 
     fn remove(&self, parent: INodeNo, name: &OsStr, rmdir: bool, reply: ReplyEmpty) {
         let result = self
             .dir_and_name(parent, name)
             .and_then(|(p, c)| dir::remove(&self.ov, &p, &c, rmdir).map_err(errno));
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    /// Chooses how a new open file of `n` (real file `fd`) does its I/O: through the
-    /// node's passthrough backing (registered with `open_backing` on first use) when
-    /// passthrough is on, the file is in the upper layer (or the mount is read-only)
-    /// and no daemon-served file of the node is open; else through the daemon. Lower
-    /// files of a writable mount are never passthrough: a later copy-up could not
-    /// switch their backing to the upper file.
-    fn passthrough(
-        &self,
-        n: &Node,
-        fd: &crate::handles::RealFd,
-        open_backing: impl FnOnce(&OwnedFd) -> std::io::Result<fuser::BackingId>,
-    ) -> Option<Arc<fuser::BackingId>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let io = self.ov.handles.io(n.ino);
-        let mut io = io.lock();
-        // (A handle left to open later is a lower file's: daemon-served.)
-        if let (true, 0, true, Some(real)) = (
-            self.ov.passthrough.load(Relaxed),
-            io.cached,
-            self.ov.settings.read_only || self.ov.layer(n.stack().top()).is_upper,
-            fd.if_open(),
-        ) {
-            if let Some(id) = io.backing.upgrade() {
-                return Some(id);
-            }
-            match open_backing(&real) {
-                Ok(id) => {
-                    let id = Arc::new(id);
-                    io.backing = Arc::downgrade(&id);
-                    return Some(id);
-                }
-                Err(e) => {
-                    // Not permitted here (no CAP_SYS_ADMIN in the initial namespace):
-                    // the daemon serves I/O from now on.
-                    log::info!("FUSE passthrough refused ({e}); the daemon serves file I/O");
-                    self.ov.passthrough.store(false, Relaxed);
-                }
-            }
-        }
-        io.cached += 1;
-        None
+        answer(reply, result, |reply, _| reply.ok());
     }
 }

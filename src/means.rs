@@ -11,6 +11,9 @@
 //! will want next read ahead: subdirectories of a walker that descends, the files of
 //! a listing where callers open what they list, prefetch.rs).
 
+use fuser::KernelConfig;
+
+use crate::overlay::Overlay;
 use crate::rdplus::Mode;
 
 /// Which means are on.
@@ -92,6 +95,73 @@ impl Means {
             }
         }
         m
+    }
+}
+
+impl Means {
+    /// Asks the kernel, at INIT, for the means that are on (and that the overlay's
+    /// settings allow), and turns off those it refuses. Returns whether listings may
+    /// carry attributes (READDIRPLUS).
+    pub fn negotiate(&mut self, ov: &Overlay, cfg: &mut KernelConfig) -> bool {
+        if ov.settings.acl
+            && cfg
+                .add_capabilities(
+                    fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK,
+                )
+                .is_ok()
+        {
+            ov.acl.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Lookups and listings of one directory may run side by side (every node has
+        // its own locks); symlink targets may be cached (the layers change only
+        // through us); large writes come in 1 MiB pieces.
+        if self.parallel_dirops {
+            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        }
+        // Directories open with no message (OPENDIR answers ENOSYS once); the kernel
+        // then keeps their listings cached, as CACHE_DIR does.
+        if self.cache_dir {
+            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        }
+        if self.symlink_cache {
+            let _ = cfg.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        }
+        // Set-id bits are cleared here on write, truncate and chown (KILLPRIV_V2): the
+        // kernel then remembers which files have no `security.capability` (SB_NOSEC)
+        // instead of asking before every write, and sends a chown without first
+        // refreshing the mode. Not when owners and modes live in the override xattr.
+        self.killpriv = self.killpriv
+            && ov.layer(0).stat_override.is_none()
+            && cfg
+                .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                .is_ok();
+        // READDIRPLUS: listings carry attributes where callers stat what they list
+        // (rdplus.rs); the kernel then asks for the first part of each listing with it.
+        if self.readdirplus != crate::rdplus::Mode::Off
+            && cfg
+                .add_capabilities(
+                    fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+                )
+                .is_err()
+        {
+            self.readdirplus = crate::rdplus::Mode::Off;
+        }
+        if self.big_writes {
+            let _ = cfg.set_max_write(1 << 20);
+        }
+        // File data straight between the kernel and the upper files (root only; the
+        // first refusal turns it off).
+        if self.passthrough
+            && crate::sys::geteuid() == 0
+            && cfg
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+            && cfg.set_max_stack_depth(1).is_ok()
+        {
+            ov.passthrough
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.readdirplus != crate::rdplus::Mode::Off
     }
 }
 

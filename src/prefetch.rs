@@ -28,6 +28,8 @@ use std::sync::{Arc, OnceLock};
 
 use log::debug;
 
+use crate::inode::Node;
+use crate::overlay::Overlay;
 use crate::sys;
 
 /// Files up to this size are read ahead (whole).
@@ -221,6 +223,62 @@ fn read_dir(dir: &OwnedFd, name: &CString, stat: bool) {
                 let _ = sys::statat(fd.as_fd(), &name);
             }
         }
+    }
+}
+
+/// What listings ask to read ahead.
+impl Prefetch {
+    /// A listed file to read ahead: a small one, at its own name in its layer, whose
+    /// pages were not handed to the kernel yet.
+    pub fn file_job(
+        ov: &Overlay,
+        dir: &Node,
+        node: &Node,
+        layer: u16,
+        size: i64,
+        name: std::ffi::CString,
+    ) -> Option<Job> {
+        if size <= 0 || size > MAX_SIZE || node.prefilled() {
+            return None;
+        }
+        let dir = dir.dir_fd(ov, layer).ok()?;
+        let what = What::File { size };
+        Some(Job { dir, name, what })
+    }
+
+    /// After a new listing of `dir`: where a walker descends, its subdirectories are
+    /// read ahead in every layer of `dir` (prefetch.rs).
+    pub fn read_subdirs_ahead(&self, ov: &Overlay, dir: &Node, entries: &[crate::handles::Entry]) {
+        let parent = dir.parent().map_or(dir.ino, |p| p.ino);
+        if !self.descending(dir.ino, parent) {
+            return;
+        }
+        let names: Vec<_> = entries
+            .iter()
+            .skip(2)
+            .filter(|e| e.kind == fuser::FileType::Directory)
+            .filter_map(|e| std::ffi::CString::new(e.name.clone()).ok())
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let fds: Vec<_> = dir
+            .stack()
+            .refs
+            .iter()
+            .filter_map(|r| dir.dir_fd(ov, r.layer).ok())
+            .collect();
+        let mut jobs = Vec::new();
+        for name in names {
+            for fd in &fds {
+                jobs.push(Job {
+                    dir: fd.clone(),
+                    name: name.clone(),
+                    what: What::Dir,
+                });
+            }
+        }
+        self.queue(jobs);
     }
 }
 
