@@ -141,17 +141,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             if o.lowerdirs.is_empty() {
                 return Err("no lowerdir specified".into());
             }
-            let settings = Settings {
-                ttl: Default::default(),
-                read_only: true,
-                volatile: true,
-                acl: false,
-                static_nlink: false,
-                ino32: false,
-                xattr_permissions: 0,
-                noxattrs: false,
-                ids: Default::default(),
-            };
+            let settings = Settings::unmounted(true);
             let upper = o.upperdir.as_deref().map(|u| (u, u));
             let ov = Overlay::open(upper, &o.lowerdirs, settings)?;
             for p in paths {

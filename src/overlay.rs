@@ -57,6 +57,25 @@ pub struct Settings {
     pub ids: crate::idmap::IdMap,
 }
 
+impl Settings {
+    /// Plain settings for opening the layers without a mount (`stratafs which`, the
+    /// unit tests): no caching, no ACLs, no id mapping; `read_only` unless an upper
+    /// is to be changed.
+    pub fn unmounted(read_only: bool) -> Settings {
+        Settings {
+            ttl: Default::default(),
+            read_only,
+            volatile: true,
+            acl: false,
+            static_nlink: false,
+            ino32: false,
+            xattr_permissions: 0,
+            noxattrs: false,
+            ids: Default::default(),
+        }
+    }
+}
+
 /// Maps (device, real inode number) to the inode number the mount shows, like the
 /// kernel's xino: objects of the first filesystem keep their inode number, others get
 /// their filesystem's index in bits 56..63. What does not fit gets a number from a

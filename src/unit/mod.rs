@@ -78,7 +78,7 @@ impl Tree {
         let lowers: Vec<PathBuf> = lowers.iter().map(|l| self.dir(l)).collect();
         let up = upper.map(|u| (self.dir(u), self.dir(&format!("{u}.work"))));
         let upper_ref = up.as_ref().map(|(u, w)| (u.as_path(), w.as_path()));
-        Overlay::open(upper_ref, &lowers, settings(upper.is_none())).unwrap()
+        Overlay::open(upper_ref, &lowers, Settings::unmounted(upper.is_none())).unwrap()
     }
 }
 
@@ -90,20 +90,6 @@ impl Drop for Tree {
 
 fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-pub fn settings(read_only: bool) -> Settings {
-    Settings {
-        ttl: Default::default(),
-        read_only,
-        volatile: true,
-        acl: false,
-        static_nlink: false,
-        ino32: false,
-        xattr_permissions: 0,
-        noxattrs: false,
-        ids: Default::default(),
-    }
 }
 
 pub fn cname(s: &str) -> CString {
