@@ -373,7 +373,8 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::R
 }
 
 /// Links (`parent`, `name`) in the upper layer to the upper file (`src_dir`,
-/// `src_name`), copying the parent up first.
+/// `src_name`), copying the parent up first. The link carries the copy's origin, so
+/// the parent is marked impure (listings there read origins, as for any copy-up).
 pub fn link_in_upper(
     ov: &Overlay,
     src_dir: std::os::fd::BorrowedFd,
@@ -383,7 +384,11 @@ pub fn link_in_upper(
 ) -> io::Result<()> {
     copy_up(ov, parent)?;
     let up = parent.dir_fd(ov, 0)?;
-    sys::linkat(src_dir, src_name, up.as_fd(), name)
+    sys::linkat(src_dir, src_name, up.as_fd(), name)?;
+    if let Some(work) = &ov.work {
+        mark_impure(work, parent, up.as_fd());
+    }
+    Ok(())
 }
 
 /// After `node` (a non-directory with several lower names) was copied up from the
