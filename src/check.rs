@@ -8,9 +8,14 @@
 //! not read); opaque marks and redirects on non-directories; redirects that leave the
 //! layers (`..`, `.`, empty) or, with `--lower`, lead to no lower directory; origins of
 //! the wrong size; directories holding copied-up entries (origins) without the impure
-//! mark. `--repair` fixes each in the upper and the work dir; a lower is only read.
+//! mark; hard-link groups split: copies of one lower object that are separate files in
+//! the upper, or, with `--lower`, another name of a lower hard link that the merged
+//! view would still show from the lower beside its upper copy. `--repair` fixes each
+//! in the upper and the work dir but the split groups, which need a choice of
+//! contents and are left to do by hand; a lower is only read.
 //! Every access is fd-relative and follows no symlink, like the mount's.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -96,9 +101,11 @@ pub fn run(req: &Request) -> Result<bool, String> {
         lowers: &lowers,
         repair: req.repair,
         found: &mut found,
+        copies: HashMap::new(),
     };
     walk.dir(upper.as_fd(), &mut Vec::new())
         .map_err(|e| format!("upperdir {}: {e}", req.upper.display()))?;
+    walk.hard_link_groups(upper.as_fd());
     let mut left = 0;
     for f in &found {
         let state = match &f.repaired {
@@ -117,6 +124,7 @@ pub fn run(req: &Request) -> Result<bool, String> {
     match (found.len(), left) {
         (0, _) => println!("clean: nothing to report"),
         (n, 0) => println!("{n} problems found, all repaired"),
+        (n, l) if req.repair => println!("{n} problems found, {l} not repaired"),
         (n, l) => println!("{n} problems found, {l} not repaired (run with --repair)"),
     }
     Ok(left == 0)
@@ -166,6 +174,9 @@ struct Walk<'a> {
     lowers: &'a [OwnedFd],
     repair: bool,
     found: &'a mut Vec<Finding>,
+    /// Copied-up non-directories by the inode number they record (their origin):
+    /// (path, the upper file's own inode number).
+    copies: HashMap<u64, Vec<(Vec<u8>, u64)>>,
 }
 
 fn xattr_names(at: At) -> Vec<Vec<u8>> {
@@ -220,7 +231,14 @@ impl Walk<'_> {
             self.aufs_forms(dir, &name, path);
             if let Some(origin) = overlay_xattr(&names, Ovl::StratafsOrigin) {
                 match sys::getxattr(at, &origin) {
-                    Ok(v) if v.len() == 8 => has_origin = true,
+                    Ok(v) if v.len() == 8 => {
+                        has_origin = true;
+                        if !is_dir {
+                            let ino = u64::from_le_bytes(v.try_into().unwrap_or_default());
+                            let entry = self.copies.entry(ino).or_default();
+                            entry.push((path.clone(), st.st_ino));
+                        }
+                    }
                     _ => self.report(
                         path,
                         format!("origin {} of the wrong size", origin.to_string_lossy()),
@@ -270,6 +288,52 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Hard-link groups split. Copies of one lower object (the same origin) must be
+    /// one upper file; and each other name of a lower hard link whose copy is in the
+    /// upper must be in the upper too (linked, replaced or whited out), or the merged
+    /// view shows it from the lower as a different file. Neither is repaired: which
+    /// contents are right is the owner's choice.
+    fn hard_link_groups(&mut self, upper: BorrowedFd) {
+        let copies = std::mem::take(&mut self.copies);
+        let links = crate::links::Links::new(self.lowers.len());
+        let mut origins: Vec<_> = copies.into_iter().collect();
+        origins.sort();
+        for (origin, names) in origins {
+            let first = String::from_utf8_lossy(&names[0].0).into_owned();
+            if let Some((path, _)) = names.iter().find(|(_, ino)| *ino != names[0].1) {
+                self.report(
+                    path,
+                    format!("a copy of lower inode {origin}, like {first}, but a separate file"),
+                    &format!("by hand: keep the right contents, and hard-link the other name to it ({first})"),
+                    || Err(io::Error::from_raw_os_error(libc::ENOTSUP)),
+                );
+                continue;
+            }
+            // The real inode number (the mount adds the filesystem's index above bit 56).
+            let ino = origin & ((1 << 56) - 1);
+            let group = self.lowers.iter().enumerate().find_map(|(i, l)| {
+                let map = links.map(i as u16, l.as_fd());
+                map.get(&ino).cloned()
+            });
+            for comps in group.unwrap_or_default() {
+                let path = comps
+                    .iter()
+                    .map(|c| c.to_bytes())
+                    .collect::<Vec<_>>()
+                    .join(&b'/');
+                if names.iter().any(|(p, _)| *p == path) || shows_in_upper(upper, &comps) {
+                    continue;
+                }
+                self.report(
+                    &path,
+                    format!("another name of lower inode {origin}, still shown from the lower beside its upper copy {first}"),
+                    &format!("by hand: hard-link it to {first} in the upper"),
+                    || Err(io::Error::from_raw_os_error(libc::ENOTSUP)),
+                );
+            }
+        }
     }
 
     /// `.wh.NAME` whiteouts and `.wh..wh..opq` markers where the upper takes the
@@ -393,4 +457,42 @@ fn leads_somewhere(root: BorrowedFd, comps: &[&[u8]]) -> bool {
         cur = Some(next);
     }
     true
+}
+
+/// Does the upper decide what the merged view shows at `comps` (a path from the
+/// root): an object or whiteout there, or above it a non-directory, a whiteout or an
+/// opaque directory? When not, the lower shows through.
+fn shows_in_upper(upper: BorrowedFd, comps: &[CString]) -> bool {
+    let Some((last, dirs)) = comps.split_last() else {
+        return true;
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for name in dirs {
+        let dir = cur.as_ref().map_or(upper, |f| f.as_fd());
+        let st = match sys::statat(dir, name) {
+            Ok(st) => st,
+            // (not in the upper: the lower shows through, unless a whiteout...)
+            Err(_) => return aufs_whiteout_at(dir, name),
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return true; // a whiteout or another object hides what is below
+        }
+        let Ok(next) = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0) else {
+            return true;
+        };
+        let names = xattr_names(At {
+            dir: next.as_fd(),
+            name: c"",
+        });
+        if whiteout::opacity_with(next.as_fd(), c"", &names) == whiteout::Opacity::Opaque {
+            return true;
+        }
+        cur = Some(next);
+    }
+    let dir = cur.as_ref().map_or(upper, |f| f.as_fd());
+    sys::statat(dir, last).is_ok() || aufs_whiteout_at(dir, last)
+}
+
+fn aufs_whiteout_at(dir: BorrowedFd, name: &CStr) -> bool {
+    whiteout::aufs_whiteout_name(name.to_bytes()).is_ok_and(|wh| sys::statat(dir, &wh).is_ok())
 }

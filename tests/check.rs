@@ -139,3 +139,44 @@ fn an_upper_stratafs_wrote_is_clean_and_a_mounted_one_is_not_checked() {
         "an upper stratafs wrote is not clean:\n{out}"
     );
 }
+
+#[test]
+fn hard_link_groups_split_are_found_and_left_to_do_by_hand() {
+    assert_root();
+    let t = TempDir::new("check-links");
+    let (l, u, w, m) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("m"));
+    write(&l.join("a"), "shared\n");
+    fs::create_dir_all(l.join("d")).unwrap();
+    fs::hard_link(l.join("a"), l.join("d/b")).unwrap();
+    let mount = Mount::layers(&[&l], Some((&u, &w)), &m);
+    append(&m.join("a"), "+"); // the copy-up links d/b to the copy too
+    mount.unmount();
+    drop(mount);
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(ok, "an upper with a linked-up group is not clean:\n{out}");
+
+    // d/b made a separate copy (with the same origin): a split in the upper.
+    let b = u.join("d/b");
+    let origin = list_xattr(&u.join("a"))
+        .into_iter()
+        .find(|n| n.ends_with("overlay.stratafs.origin"))
+        .expect("the copy records its origin");
+    let value = get_xattr(&u.join("a"), &origin).unwrap();
+    fs::remove_file(&b).unwrap();
+    write(&b, "shared\n+");
+    set_xattr(&b, &origin, &value);
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(
+        !ok && out.contains("d/b: a copy of lower inode") && out.contains("separate file"),
+        "the split copy is not found:\n{out}"
+    );
+
+    // d/b not in the upper at all: the merged view shows the lower one beside `a`.
+    fs::remove_file(&b).unwrap();
+    let (ok, out) = check(&u, &w, &l, true);
+    assert!(
+        !ok && out.contains("d/b: another name of lower inode") && out.contains("by hand"),
+        "the name left in the lower is not found:\n{out}"
+    );
+    assert!(!b.exists(), "--repair made a choice it leaves to the owner");
+}
