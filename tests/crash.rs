@@ -2,9 +2,9 @@
 //! a storm of metadata copy-ups, and a storm of namespace operations, 10 times each.
 //! After each kill the mount is made again over the same layers and checked against
 //! the log of the operations that completed: each of them is there, the one in flight
-//! is either done or not done (never half), and nothing else changed. Then
-//! `stratafs check` finds nothing wrong in the upper, and kernel overlayfs mounts it
-//! and shows the same tree. `STRATAFS_CRASH_KILLS` sets the kills per kind (default 10).
+//! is either done or not done (never half), and nothing else changed; `stratafs
+//! check` finds nothing wrong in the upper, and kernel overlayfs mounts it and shows
+//! the same tree. `STRATAFS_CRASH_KILLS` sets the kills per kind (default 10).
 
 mod common;
 use common::*;
@@ -37,13 +37,15 @@ fn kill_daemon(m: &Path) {
     }
 }
 
-/// After the crash runs: `stratafs check` finds nothing, and the kernel mounting the
-/// upper shows `view`.
+/// After each kill: `stratafs check` finds nothing, and the kernel mounting the upper
+/// shows `view`.
 fn upper_is_sound(t: &TempDir, l: &Path, u: &Path, w: &Path, view: &BTreeMap<PathBuf, String>) {
     let (clean, said) = check_upper(u, w, l);
     assert!(clean, "stratafs check: {said}");
-    // (the kernel's work dir beside the upper: on the same filesystem)
+    // (the kernel's work dir beside the upper, on the same filesystem; made anew, as
+    // its index belongs to the upper it was made with)
     let kw = u.parent().unwrap().join("kw");
+    let _ = fs::remove_dir_all(&kw);
     fs::create_dir_all(&kw).unwrap();
     let km = t.dir("km");
     let k = OtherMount::kernel_overlay(&[l], u, &kw, ",redirect_dir=on,index=on", &km);
@@ -113,17 +115,16 @@ fn a_killed_copy_up_is_all_or_nothing() {
             assert_ne!(after, before, "round {round}: a completed append is lost");
         }
         outcomes[usize::from(after != before)] += 1;
+        // After every kill: `stratafs check` finds nothing, the kernel reads the same.
+        let view = tree_view(&m);
         mount.unmount();
+        drop(mount);
+        upper_is_sound(&t, &l, &u, &w, &view);
     }
     eprintln!(
         "copy-up crash: {} rounds untouched, {} with the append",
         outcomes[0], outcomes[1]
     );
-    let mount = Mount::new(&opts, &m);
-    let view = tree_view(&m);
-    mount.unmount();
-    drop(mount);
-    upper_is_sound(&t, &l, &u, &w, &view);
 }
 
 /// One operation of a storm and the state it leaves, to check after a crash.
@@ -281,14 +282,13 @@ fn storm(tag: &str, make: impl Fn(usize, &BTreeMap<PathBuf, (u32, String)>) -> V
         }
         model = seen;
         total += n;
+        // After every kill: `stratafs check` finds nothing, the kernel reads the same.
+        let view = tree_view(&m);
         mount.unmount();
+        drop(mount);
+        upper_is_sound(&t, &l, &u, &w, &view);
     }
     eprintln!("{tag}: {total} operations completed over {} kills", kills());
-    let mount = Mount::new(&opts, &m);
-    let view = tree_view(&m);
-    mount.unmount();
-    drop(mount);
-    upper_is_sound(&t, &l, &u, &w, &view);
 }
 
 #[test]
