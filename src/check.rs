@@ -8,7 +8,8 @@
 //! not read); opaque marks and redirects on non-directories; redirects that leave the
 //! layers (`..`, `.`, empty) or, with `--lower`, lead to no lower directory; origins of
 //! the wrong size; directories holding copied-up entries (origins) without the impure
-//! mark; hard-link groups split: copies of one lower object that are separate files in
+//! mark; entries of the kernel's index (`WORKDIR/index`) that no upper name links to,
+//! or (with `--lower`) whose origin names no lower object; hard-link groups split: copies of one lower object that are separate files in
 //! the upper, or, with `--lower`, another name of a lower hard link that the merged
 //! view would still show from the lower beside its upper copy. `--repair` fixes each
 //! in the upper and the work dir but the split groups, which need a choice of
@@ -106,6 +107,9 @@ pub fn run(req: &Request) -> Result<bool, String> {
     walk.dir(upper.as_fd(), &mut Vec::new())
         .map_err(|e| format!("upperdir {}: {e}", req.upper.display()))?;
     walk.hard_link_groups(upper.as_fd());
+    if let Some(index) = crate::index::open(workdir.as_fd()) {
+        walk.index(index.as_fd());
+    }
     let mut left = 0;
     for f in &found {
         let state = match &f.repaired {
@@ -333,6 +337,56 @@ impl Walk<'_> {
                     || Err(io::Error::from_raw_os_error(libc::ENOTSUP)),
                 );
             }
+        }
+    }
+
+    /// The kernel's index (`WORKDIR/index`, from a mount with `index=on`): an entry
+    /// of a copied-up hard link that no upper name links to any more (the kernel
+    /// removes those at mount; stratafs would adopt it); with `--lower`, one whose
+    /// origin names no lower object. Directory entries and whiteouts there are the
+    /// kernel's own business and left alone.
+    fn index(&mut self, index: BorrowedFd) {
+        let Ok(rd) = sys::openat(index, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
+            return;
+        };
+        let lowers: Vec<(u16, BorrowedFd)> = self
+            .lowers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u16, l.as_fd()))
+            .collect();
+        for e in sys::read_dir_all(rd.as_fd()).unwrap_or_default() {
+            let Ok(name) = CString::new(e.name.clone()) else {
+                continue;
+            };
+            let Ok(st) = sys::statat(index, &name) else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                continue;
+            }
+            let mut path = b"index/".to_vec();
+            path.extend_from_slice(&e.name);
+            let at = At {
+                dir: index,
+                name: &name,
+            };
+            let origin = Ovl::Origin
+                .names()
+                .iter()
+                .find_map(|a| sys::getxattr(at, a).ok());
+            let lost = !lowers.is_empty()
+                && origin.is_none_or(|fb| crate::index::origin_in(&lowers, &fb).is_none());
+            let what = if st.st_nlink <= 1 {
+                "an index entry of a hard link that no upper name links to any more"
+            } else if lost {
+                "an index entry whose origin names no object of the lowers"
+            } else {
+                continue;
+            };
+            self.report(&path, what.into(), "remove it", || {
+                sys::unlinkat(index, &name, false)
+            });
         }
     }
 

@@ -22,18 +22,26 @@ const FB_MAGIC: u8 = 0xfb;
 /// The lower origin a kernel file handle (`trusted.overlay.origin` value) names:
 /// (layer, dev, ino).
 fn decode_origin(ov: &Overlay, fb: &[u8]) -> Option<(u16, u64, u64)> {
+    let lowers: Vec<(u16, BorrowedFd)> = ov
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.is_upper)
+        .map(|(i, l)| (i as u16, l.root.as_fd()))
+        .collect();
+    origin_in(&lowers, fb)
+}
+
+/// The object of the layers `lowers` (each with its index) that the kernel file
+/// handle `fb` names: (layer, dev, ino); `None` when it names none.
+pub fn origin_in(lowers: &[(u16, BorrowedFd)], fb: &[u8]) -> Option<(u16, u64, u64)> {
     if fb.len() <= FB_HEADER || fb[1] != FB_MAGIC || fb[2] as usize != fb.len() {
         return None;
     }
     let handle_type = fb[4] as i32;
     let fid = &fb[FB_HEADER..];
-    for (i, layer) in ov.layers.iter().enumerate().filter(|(_, l)| !l.is_upper) {
-        let Ok(dir) = sys::openat(
-            layer.root.as_fd(),
-            c".",
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        ) else {
+    for &(i, root) in lowers {
+        let Ok(dir) = sys::openat(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
             continue;
         };
         let Ok(fd) = sys::open_by_handle(dir.as_fd(), handle_type, fid) else {
@@ -43,7 +51,7 @@ fn decode_origin(ov: &Overlay, fb: &[u8]) -> Option<(u16, u64, u64)> {
             continue;
         };
         // Several layers may share this filesystem: the caller asks each of them.
-        return Some((i as u16, st.st_dev, st.st_ino));
+        return Some((i, st.st_dev, st.st_ino));
     }
     None
 }

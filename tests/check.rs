@@ -180,3 +180,41 @@ fn hard_link_groups_split_are_found_and_left_to_do_by_hand() {
     );
     assert!(!b.exists(), "--repair made a choice it leaves to the owner");
 }
+
+#[test]
+fn kernel_index_entries_that_no_name_links_to_or_that_name_no_lower_are_found() {
+    assert_root();
+    let t = TempDir::new("check-index");
+    let (l, u, w, m) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("m"));
+    for (x, y) in [("a", "b"), ("c", "d")] {
+        write(&l.join(x), "shared\n");
+        fs::hard_link(l.join(x), l.join(y)).unwrap();
+    }
+    // The kernel with index=on copies a lower hard link up through its index.
+    let k = OtherMount::kernel_overlay(&[&l], &u, &w, ",redirect_dir=on,index=on", &m);
+    append(&m.join("a"), "+");
+    append(&m.join("c"), "+");
+    drop(k);
+    let entries = || fs::read_dir(w.join("index")).unwrap().count();
+    assert_eq!(entries(), 2, "the kernel made no index entries");
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(
+        ok,
+        "a kernel upper with live index entries is not clean:\n{out}"
+    );
+
+    // a: its upper name removed, the entry is left alone in the index.
+    fs::remove_file(u.join("a")).unwrap();
+    // c: the lower object it was copied from is gone.
+    fs::remove_file(l.join("c")).unwrap();
+    fs::remove_file(l.join("d")).unwrap();
+    drop_caches();
+    let (ok, out) = check(&u, &w, &l, false);
+    assert!(
+        !ok && out.contains("no upper name links to") && out.contains("names no object"),
+        "the orphan and the stale index entries are not both found:\n{out}"
+    );
+    let (ok, out) = check(&u, &w, &l, true);
+    assert!(ok, "--repair did not remove them:\n{out}");
+    assert_eq!(entries(), 0);
+}
