@@ -18,9 +18,10 @@ use std::sync::Arc;
 use fuser::FileType;
 use log::debug;
 
-use crate::inode::{Known, LayerRef, Node, Stack};
+use crate::inode::Node;
 use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
+use crate::stack::{Known, LayerRef, Stack};
 use crate::sys::{self, At, Stat};
 use crate::whiteout::is_private_xattr;
 use crate::work::Work;

@@ -17,11 +17,12 @@ use fuser::FileType;
 
 use crate::acl;
 use crate::copy_up::copy_up;
-use crate::inode::{Known, LayerRef, Node, Stack};
+use crate::inode::Node;
 use crate::namei::{self, Found};
 use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
 use crate::readdir;
+use crate::stack::{Known, LayerRef, Stack};
 use crate::sys::{self, Stat};
 use crate::whiteout;
 use crate::work::{WhiteoutFormat, Work};

@@ -1,13 +1,8 @@
-//! Merged inodes and the inode table (the kernel's `inode.c`).
-//!
-//! A [`Node`] is one object of the merged tree as the kernel knows it: its inode
-//! number (which is also its FUSE node id), its type, where it was found (parent node
-//! and name) and its layer stack: for a directory every layer that contributes to the
-//! merge, topmost first; for anything else the one layer that holds it. Directory
-//! nodes cache an `O_PATH` fd per layer, within a process-wide budget.
-//!
-//! The table is a sharded map from inode number to node: a lookup takes one shard's
-//! read lock and bumps an atomic count; nothing on that path is global.
+//! Merged inodes (the kernel's `inode.c`): a [`Node`] is one object of the merged
+//! tree as the kernel knows it: its inode number (which is also its FUSE node id),
+//! its type, where it was found (its names: parent node and name) and its layer stack
+//! (stack.rs). How a node reaches its real object while its names change, and the
+//! attributes it shows. The table of nodes is table.rs's.
 //!
 //! Locks (order and reasons in docs/architecture.md, "Locks"): a node's `place` lock
 //! is a leaf, taken for its names and stack only; a table shard may take a node's
@@ -16,15 +11,15 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dashmap::DashMap;
 use fuser::{FileAttr, FileType, INodeNo};
 use parking_lot::{Mutex, RwLock};
 use smallvec::{smallvec, SmallVec};
 
+use crate::stack::{LayerRef, Stack};
 use crate::sys::{self, Stat};
 
 pub const ROOT_ID: u64 = 1;
@@ -33,7 +28,8 @@ pub const ROOT_ID: u64 = 1;
 /// which holds the inode table, is the one implementation: through this trait the
 /// nodes use it without this module importing the overlay's.
 pub trait Reach {
-    fn table(&self) -> &InodeTable;
+    /// The object of `node` pinned when it lost its last name (`InodeTable::pin`).
+    fn pinned(&self, node: &Node) -> Option<Arc<OwnedFd>>;
     /// The root of `layer` (`O_PATH`).
     fn layer_root(&self, layer: u16) -> BorrowedFd<'_>;
     /// The inode number the mount gives the object `st` of lower `layer`; `None` for
@@ -43,209 +39,6 @@ pub trait Reach {
     fn open_fd(&self, ino: u64) -> Option<Arc<OwnedFd>>;
     /// Makes `st`, the stat of the object at `at` in `layer`, what the mount shows.
     fn shown_stat(&self, layer: u16, at: sys::At, st: &mut Stat);
-}
-
-/// One layer's part in a node: which layer, whether that directory is marked
-/// `opaque=x` (it may hold xattr whiteouts), and, for a directory reached through a
-/// redirect, its path from that layer's root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerRef {
-    pub layer: u16,
-    pub xwhiteouts: bool,
-    pub path: Option<Arc<CString>>,
-}
-
-impl LayerRef {
-    pub fn new(layer: u16) -> Self {
-        LayerRef {
-            layer,
-            xwhiteouts: false,
-            path: None,
-        }
-    }
-}
-
-/// The layers of a node, with the directory fds cached for each.
-pub struct Stack {
-    /// Inline for the common single-layer node: one allocation less per inode.
-    pub refs: SmallVec<[LayerRef; 1]>,
-    fds: Box<[OnceLock<Arc<OwnedFd>>]>,
-    /// How many of `fds` count against the fd budget.
-    budgeted: AtomicU32,
-    /// Bits 0-29: layer positions whose directory is known free of `.wh.` names, so
-    /// lookups there need not look for an AUFS whiteout (a listing found none in a
-    /// lower, which never changes, or in the upper while whiteouts are char devices,
-    /// readdir.rs; or copy-up just made the upper directory). Bits 32-61: positions
-    /// whose directory was already looked for among those earlier listings found
-    /// free (`whiteout::AufsFreeDirs`). Bits 31 and 63: the facts of [`Known`]. Only
-    /// directories learn these: the stack of a file is shared (`Stack::of`).
-    known: AtomicU64,
-}
-
-/// Layer positions below this have a `.wh.`-free bit in `Stack::known`.
-const AUFS_BITS: usize = 30;
-const AUFS_MASK: u64 = (1 << AUFS_BITS) - 1;
-/// Where the "already asked" bits of `Stack::known` start.
-const ASKED_SHIFT: usize = 32;
-
-/// What a directory's stack may know of its upper directory, each a bit of
-/// `Stack::known` (set with `Stack::learn`, tested with `Stack::knows`).
-#[derive(Clone, Copy, Debug)]
-pub enum Known {
-    /// It carries the impure mark (copy_up.rs sets it once).
-    Impure,
-    /// It has no default ACL, so creates in it need not read one (dir.rs).
-    NoDefaultAcl,
-}
-
-impl Known {
-    fn bit(self) -> u64 {
-        match self {
-            Known::Impure => 1 << 31,
-            Known::NoDefaultAcl => 1 << 63,
-        }
-    }
-}
-
-/// Directory fds cached by all nodes together, and how many may be.
-static CACHED_FDS: AtomicI64 = AtomicI64::new(0);
-static FD_BUDGET: AtomicI64 = AtomicI64::new(4096);
-
-/// Sets how many directory fds nodes may keep open at once.
-pub fn set_fd_budget(n: i64) {
-    FD_BUDGET.store(n.max(0), Ordering::Relaxed);
-}
-
-impl Stack {
-    /// The layers of a node; only a directory keeps fds (`is_dir`).
-    pub fn new(refs: Vec<LayerRef>, is_dir: bool) -> Self {
-        let fds = if is_dir {
-            refs.iter().map(|_| OnceLock::new()).collect()
-        } else {
-            Box::default()
-        };
-        Stack {
-            refs: refs.into_iter().collect(),
-            fds,
-            budgeted: AtomicU32::new(0),
-            known: AtomicU64::new(0),
-        }
-    }
-
-    /// The stack of a node with layers `refs`. Every file or other non-directory held
-    /// in one layer with nothing more to say shares one stack per layer: it keeps no
-    /// fds and learns nothing, and a walk of a big tree saves one allocation a file.
-    pub fn of(refs: Vec<LayerRef>, is_dir: bool) -> Arc<Stack> {
-        match refs.as_slice() {
-            [r] if !is_dir && *r == LayerRef::new(r.layer) => shared_file_stack(r.layer),
-            _ => Arc::new(Stack::new(refs, is_dir)),
-        }
-    }
-
-    /// Is layer position `pos` free of `.wh.` names, as far as is known here or, the
-    /// first time this is asked for `pos`, as `ask` says?
-    pub fn aufs_free_or_ask(&self, pos: usize, ask: impl FnOnce() -> bool) -> bool {
-        if pos >= AUFS_BITS {
-            return false;
-        }
-        let known = self.known.load(Ordering::Relaxed);
-        if known & (1 << pos) != 0 {
-            return true;
-        }
-        if known & (1 << (pos + ASKED_SHIFT)) != 0 {
-            return false;
-        }
-        let free = ask();
-        let bits = (1 << (pos + ASKED_SHIFT)) | if free { 1 << pos } else { 0 };
-        self.known.fetch_or(bits, Ordering::Relaxed);
-        free
-    }
-
-    /// Layer position `pos` is free of `.wh.` names.
-    pub fn note_aufs_free(&self, pos: usize) {
-        if pos < AUFS_BITS {
-            self.known.fetch_or(1 << pos, Ordering::Relaxed);
-        }
-    }
-
-    /// The positions known free of `.wh.` names, as bits (for a stack that replaces
-    /// this one with the same layers below a new upper: shift by one).
-    pub fn aufs_free_bits(&self) -> u32 {
-        (self.known.load(Ordering::Relaxed) & AUFS_MASK) as u32
-    }
-
-    /// Marks every position in `bits` free of `.wh.` names.
-    pub fn note_aufs_free_bits(&self, bits: u32) {
-        self.known
-            .fetch_or(u64::from(bits) & AUFS_MASK, Ordering::Relaxed);
-    }
-
-    /// Does this directory's stack know `fact` of its upper directory?
-    pub fn knows(&self, fact: Known) -> bool {
-        self.known.load(Ordering::Relaxed) & fact.bit() != 0
-    }
-
-    /// This directory's stack learns `fact` of its upper directory.
-    pub fn learn(&self, fact: Known) {
-        self.known.fetch_or(fact.bit(), Ordering::Relaxed);
-    }
-
-    /// `fact` may no longer hold (the upper directory changed).
-    pub fn unlearn(&self, fact: Known) {
-        self.known.fetch_and(!fact.bit(), Ordering::Relaxed);
-    }
-
-    pub fn pos(&self, layer: u16) -> Option<usize> {
-        self.refs.iter().position(|r| r.layer == layer)
-    }
-
-    pub fn top(&self) -> u16 {
-        self.refs.first().map_or(0, |r| r.layer)
-    }
-
-    /// True when more than one layer contributes (a merged directory).
-    pub fn is_merged(&self) -> bool {
-        self.refs.len() > 1
-    }
-
-    /// Keeps `fd` for layer position `pos` if the budget allows; returns it either way.
-    pub fn cache(&self, pos: usize, fd: OwnedFd) -> Arc<OwnedFd> {
-        let fd = Arc::new(fd);
-        if CACHED_FDS.fetch_add(1, Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed)
-            && self
-                .fds
-                .get(pos)
-                .is_some_and(|slot| slot.set(fd.clone()).is_ok())
-        {
-            self.budgeted.fetch_add(1, Ordering::Relaxed);
-        } else {
-            CACHED_FDS.fetch_sub(1, Ordering::Relaxed);
-        }
-        fd
-    }
-}
-
-/// The shared stack of plain non-directory nodes in `layer`.
-fn shared_file_stack(layer: u16) -> Arc<Stack> {
-    static SHARED: RwLock<Vec<Arc<Stack>>> = RwLock::new(Vec::new());
-    if let Some(s) = SHARED.read().get(layer as usize) {
-        return s.clone();
-    }
-    let mut all = SHARED.write();
-    while all.len() <= layer as usize {
-        let l = all.len() as u16;
-        all.push(Arc::new(Stack::new(vec![LayerRef::new(l)], false)));
-    }
-    all[layer as usize].clone()
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        CACHED_FDS.fetch_sub(
-            self.budgeted.load(Ordering::Relaxed) as i64,
-            Ordering::Relaxed,
-        );
-    }
 }
 
 /// One name of a node: its parent directory and its name there.
@@ -264,7 +57,7 @@ impl Loc {
 pub struct Node {
     pub ino: u64,
     pub kind: FileType,
-    nlookup: AtomicU64,
+    pub(crate) nlookup: AtomicU64,
     /// Its names and layers, under one lock (one lock word less per node).
     place: RwLock<Place>,
     /// Held while this node is copied up, so concurrent writers copy it once.
@@ -338,7 +131,7 @@ impl Node {
 
     pub fn new_root(refs: Vec<LayerRef>, root_fds: Vec<Arc<OwnedFd>>) -> Self {
         let stack = Stack::new(refs, true);
-        for (slot, fd) in stack.fds.iter().zip(root_fds) {
+        for (slot, fd) in stack.fd_slots().iter().zip(root_fds) {
             let _ = slot.set(fd);
         }
         Node {
@@ -520,7 +313,7 @@ impl Node {
 
     /// Records the place and layers a fresh lookup found; the fd cache survives when
     /// the layers did not change.
-    fn refresh(&self, parent: &Arc<Node>, name: &CString, refs: &[LayerRef]) {
+    pub(crate) fn refresh(&self, parent: &Arc<Node>, name: &CString, refs: &[LayerRef]) {
         let cur_top = self.stack().top();
         let new_top = refs.first().map_or(cur_top, |r| r.layer);
         if new_top > cur_top {
@@ -549,7 +342,7 @@ impl Node {
         let pos = stack
             .pos(layer)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        if let Some(fd) = stack.fds.get(pos).and_then(|slot| slot.get()) {
+        if let Some(fd) = stack.fd_slots().get(pos).and_then(|slot| slot.get()) {
             return Ok(fd.clone());
         }
         let fd = if let Some(path) = &stack.refs[pos].path {
@@ -565,7 +358,7 @@ impl Node {
     /// left) is reached through its pinned fd (`top`: `layer` is its topmost).
     fn dir_fd_by_name(&self, ov: &impl Reach, layer: u16, top: bool) -> io::Result<OwnedFd> {
         self.resolving(|| match self.loc() {
-            None => match ov.table().pinned(self).filter(|_| top) {
+            None => match ov.pinned(self).filter(|_| top) {
                 Some(pin) => sys::openat(pin.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0),
                 None => Err(io::Error::from_raw_os_error(libc::ESTALE)),
             },
@@ -619,7 +412,6 @@ impl Node {
             // No name left (unlinked or renamed over through the mount): the object
             // itself, pinned when it lost its last name, or through an open fd.
             return ov
-                .table()
                 .pinned(self)
                 .or_else(|| ov.open_fd(self.ino))
                 .map(|fd| (fd, CString::default()))
@@ -719,197 +511,11 @@ pub fn make_attr(ino: u64, st: &Stat, merged_dir: bool) -> FileAttr {
     }
 }
 
-/// The object of a node that lost its last name through the mount, held open
-/// (`O_PATH`) until the kernel forgets the node.
-struct Pin {
-    node: std::sync::Weak<Node>,
-    fd: Arc<OwnedFd>,
-}
-
-/// Inode number → node, for every node the kernel holds a reference to.
-pub struct InodeTable {
-    map: DashMap<u64, Arc<Node>>,
-    /// Pinned objects, by node id. A node whose object is removed or renamed over
-    /// through the mount keeps it open here: the kernel may still open, stat or read
-    /// it through the node (as with kernel overlayfs, which holds the real inode),
-    /// and while it is open the filesystem cannot give its inode number to a new
-    /// object, so a node id never names two objects before the kernel's FORGET.
-    pins: DashMap<u64, Pin>,
-    /// The most nodes held since memory was last given back.
-    peak: std::sync::atomic::AtomicUsize,
-    /// Forgets since the table size was last looked at.
-    forgets: AtomicU64,
-}
-
-impl InodeTable {
-    pub fn new() -> Self {
-        InodeTable {
-            map: DashMap::new(),
-            pins: DashMap::new(),
-            peak: std::sync::atomic::AtomicUsize::new(0),
-            forgets: AtomicU64::new(0),
-        }
-    }
-
-    /// When the kernel has forgotten most of what the table once held (memory
-    /// pressure, `drop_caches`), gives the freed memory back to the system.
-    pub fn maybe_release_memory(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        // Counting the table visits every shard: look every few thousand forgets.
-        if !self.forgets.fetch_add(1, Relaxed).is_multiple_of(4096) {
-            return;
-        }
-        let len = self.map.len();
-        let peak = self.peak.fetch_max(len, Relaxed).max(len);
-        if peak >= 10_000 && len < peak / 4 {
-            self.peak.store(len, Relaxed);
-            self.map.shrink_to_fit();
-            sys::release_free_memory();
-        }
-    }
-
-    /// Pins `fd`, the object of `node`, which is about to lose its last name (see
-    /// `pins`). Only a node the kernel knows (in the table) is pinned.
-    pub fn pin(&self, node: &Arc<Node>, fd: Arc<OwnedFd>) {
-        if self.knows(node) {
-            let pin = Pin {
-                node: Arc::downgrade(node),
-                fd,
-            };
-            self.pins.insert(node.ino, pin);
-        }
-    }
-
-    /// Is `node` the one the kernel knows by its id?
-    pub fn knows(&self, node: &Arc<Node>) -> bool {
-        self.get(node.ino).is_some_and(|n| Arc::ptr_eq(&n, node))
-    }
-
-    /// The pinned object of `node`, if it has one.
-    pub fn pinned(&self, node: &Node) -> Option<Arc<OwnedFd>> {
-        let p = self.pins.get(&node.ino)?;
-        std::ptr::eq(p.node.as_ptr(), node).then(|| p.fd.clone())
-    }
-
-    /// Lets the pin of `node` go (it left the table).
-    fn unpin(&self, node: &Arc<Node>) {
-        self.pins
-            .remove_if(&node.ino, |_, p| p.node.as_ptr() == Arc::as_ptr(node));
-    }
-
-    pub fn insert_root(&self, root: Node) {
-        self.map.insert(ROOT_ID, Arc::new(root));
-    }
-
-    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
-        self.map.get(&ino).map(|n| n.clone())
-    }
-
-    /// The root node (inserted when the overlay opens, never removed).
-    pub fn root(&self) -> Option<Arc<Node>> {
-        self.get(ROOT_ID)
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Every node for which `f` gives a value, with it (visits the whole table).
-    pub fn filter_map<T>(&self, f: impl Fn(&Arc<Node>) -> Option<T>) -> Vec<T> {
-        self.map.iter().filter_map(|e| f(e.value())).collect()
-    }
-
-    /// Hands out one more kernel reference to the object `ino` just found at
-    /// (`parent`, `name`) with layers `refs`: the known node, refreshed, or a new one.
-    pub fn lookup_ref(
-        &self,
-        ino: u64,
-        kind: FileType,
-        parent: &Arc<Node>,
-        name: &CString,
-        refs: Vec<LayerRef>,
-    ) -> Arc<Node> {
-        if let Some(n) = self.map.get(&ino) {
-            // Counted under the shard's read lock: forget() removes under the write
-            // lock, so a node is never handed out after it left the table.
-            if n.kind == kind {
-                n.nlookup.fetch_add(1, Ordering::AcqRel);
-                let n = n.clone();
-                n.refresh(parent, name, &refs);
-                return n;
-            }
-        }
-        let mut entry = self.map.entry(ino).or_insert_with(|| {
-            Arc::new(Node::new(
-                ino,
-                kind,
-                parent.clone(),
-                name.clone(),
-                refs.clone(),
-            ))
-        });
-        if entry.kind != kind {
-            // The number now names an object of another type (deleted and reused).
-            let old = entry.nlookup.load(Ordering::Acquire);
-            let fresh = Node::new(ino, kind, parent.clone(), name.clone(), refs.clone());
-            fresh.nlookup.store(old, Ordering::Release);
-            let gone = std::mem::replace(&mut *entry, Arc::new(fresh));
-            self.unpin(&gone);
-        }
-        entry.nlookup.fetch_add(1, Ordering::AcqRel);
-        let n = entry.clone();
-        drop(entry);
-        n.refresh(parent, name, &refs);
-        n
-    }
-
-    /// The kernel dropped `n` references; a node nobody references leaves the table
-    /// (children keep their parents alive through `Loc`).
-    pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT_ID {
-            return;
-        }
-        let gone = self.map.remove_if(&ino, |_, node| {
-            let prev = node.nlookup.load(Ordering::Acquire);
-            let next = prev.saturating_sub(n);
-            node.nlookup.store(next, Ordering::Release);
-            next == 0
-        });
-        if let Some((_, node)) = gone {
-            self.unpin(&node);
-        }
-    }
-}
-
 #[cfg(test)]
 mod size {
-    /// Every directory node holds a stack in an `Arc`: 56 bytes keep that allocation in
-    /// malloc's 80-byte chunks (the memory targets of docs/performance.md).
-    #[test]
-    fn a_stack_stays_small() {
-        assert!(std::mem::size_of::<super::Stack>() <= 56);
-    }
-
     /// A node of 72 bytes is a 96-byte malloc chunk inside its `Arc`; at 80 it was 112.
     #[test]
     fn a_node_stays_small() {
         assert!(std::mem::size_of::<super::Node>() <= 72);
-    }
-
-    /// Plain files of one layer share a stack; directories never do, nor does a
-    /// file whose layer entry says more than its layer.
-    #[test]
-    fn plain_file_stacks_are_shared_per_layer() {
-        use super::{LayerRef, Stack};
-        use std::sync::Arc;
-        let file = |l| Stack::of(vec![LayerRef::new(l)], false);
-        assert!(Arc::ptr_eq(&file(3), &file(3)));
-        assert!(!Arc::ptr_eq(&file(3), &file(2)));
-        assert_eq!(file(2).top(), 2);
-        let dir = |l| Stack::of(vec![LayerRef::new(l)], true);
-        assert!(!Arc::ptr_eq(&dir(3), &dir(3)));
-        let mut marked = LayerRef::new(3);
-        marked.xwhiteouts = true;
-        assert!(!Arc::ptr_eq(&Stack::of(vec![marked], false), &file(3)));
     }
 }

@@ -37,7 +37,9 @@ mod prefill;
 mod rdplus;
 mod readdir;
 mod real_io;
+mod stack;
 mod sys;
+mod table;
 #[cfg(test)]
 mod unit;
 mod whiteout;

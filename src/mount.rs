@@ -12,7 +12,6 @@ use fuser::{Config, Session, SessionACL};
 use log::{debug, info, warn};
 
 use crate::fs::StrataFs;
-use crate::inode;
 use crate::mountinfo;
 use crate::options::MountOptions;
 use crate::overlay::{Overlay, Settings};
@@ -302,7 +301,7 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     let target = cpath(&mountpoint)?;
     sys::clear_umask();
     let nofile = sys::raise_nofile_limit();
-    inode::set_fd_budget(nofile as i64 / 2);
+    crate::stack::set_fd_budget(nofile as i64 / 2);
 
     let read_only = ov.settings.read_only;
     let opened = open_dev_fuse();

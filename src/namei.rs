@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use fuser::FileType;
 
-use crate::inode::{kind_of, LayerRef, Node};
+use crate::inode::{kind_of, Node};
 use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
+use crate::stack::LayerRef;
 use crate::sys::{self, At, Stat};
 use crate::whiteout::{self, Opacity};
 

@@ -13,8 +13,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use crate::inode::{InodeTable, LayerRef, Node, Stack, ROOT_ID};
+use crate::inode::{Node, ROOT_ID};
+use crate::stack::{LayerRef, Stack};
 use crate::sys::{self, At};
+use crate::table::InodeTable;
 use crate::whiteout;
 use crate::work::Work;
 
@@ -404,8 +406,8 @@ impl Overlay {
 }
 
 impl crate::inode::Reach for Overlay {
-    fn table(&self) -> &InodeTable {
-        &self.table
+    fn pinned(&self, node: &Node) -> Option<Arc<OwnedFd>> {
+        self.table.pinned(node)
     }
 
     fn layer_root(&self, layer: u16) -> BorrowedFd<'_> {

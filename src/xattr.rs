@@ -98,7 +98,7 @@ pub fn set(
 /// again by the next create in it.
 fn acl_may_have_changed(node: &Node, name: &CStr) {
     if name == crate::acl::DEFAULT {
-        node.stack().unlearn(crate::inode::Known::NoDefaultAcl);
+        node.stack().unlearn(crate::stack::Known::NoDefaultAcl);
     }
 }
 
