@@ -2,7 +2,7 @@
 //! into calls on the modules that do the work, and their results into replies.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +19,16 @@ use log::debug;
 use crate::attr;
 use crate::dir::{self, Caller, New};
 use crate::file;
-use crate::inode::Node;
 use crate::means::Means;
 use crate::namei;
 use crate::overlay::Overlay;
-use crate::readdir;
 use crate::xattr;
+
+mod args;
+mod listing;
+mod reply;
+
+use reply::answer;
 
 pub struct StrataFs {
     pub ov: Arc<Overlay>,
@@ -38,49 +42,12 @@ pub struct StrataFs {
 }
 
 /// The attributes of a negative entry (node id 0).
-fn negative_attr() -> fuser::FileAttr {
+pub(super) fn negative_attr() -> fuser::FileAttr {
     crate::inode::make_attr(0, &crate::sys::zeroed_stat(), false)
 }
 
-fn errno(e: std::io::Error) -> Errno {
+pub(super) fn errno(e: std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
-/// A FUSE reply, which can carry an errno (each of fuser's reply types has `error`).
-trait Fail {
-    fn fail(self, e: Errno);
-}
-
-macro_rules! fail_by_error {
-    ($($t:ty),*) => {
-        $(impl Fail for $t {
-            fn fail(self, e: Errno) {
-                self.error(e)
-            }
-        })*
-    };
-}
-
-fail_by_error!(
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyDirectory,
-    ReplyDirectoryPlus,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyOpen,
-    ReplyStatfs,
-    ReplyWrite,
-    ReplyXattr
-);
-
-/// Where results become replies: `ok` with the value, the errno otherwise.
-fn answer<R: Fail, T>(reply: R, result: Result<T, Errno>, ok: impl FnOnce(R, T)) {
-    match result {
-        Ok(v) => ok(reply, v),
-        Err(e) => reply.fail(e),
-    }
 }
 
 impl StrataFs {
@@ -109,10 +76,6 @@ impl StrataFs {
         } else {
             FopenFlags::empty()
         }
-    }
-
-    fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
-        self.ov.table.get(ino.0).ok_or(Errno::ESTALE)
     }
 }
 
@@ -297,19 +260,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let entries = match self.dir_entries(req, ino, offset) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let name = OsStr::from_bytes(&e.name);
-            if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        self.reply_listing(req, ino, offset, reply)
     }
 
     fn readdirplus(
@@ -318,79 +271,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let (entries, dir) = match self
-            .dir_entries(req, ino, offset)
-            .and_then(|e| Ok((e, self.node(ino)?)))
-        {
-            Ok(v) => v,
-            Err(e) => return reply.error(e),
-        };
-        let ttl = self.ov.settings.ttl;
-        // The policy may end the first part early; the kernel asks for the rest with
-        // plain READDIRs (unless a lookup in here advised otherwise).
-        let end = match offset {
-            0 => self.rdplus.first_part(dir.ino, &entries),
-            _ => None,
-        };
-        let end = end.unwrap_or(entries.len());
-        let read_ahead = self.prefetch.wanted(dir.ino, offset);
-        let (mut files, mut jobs) = (0, Vec::new());
-        for (i, e) in entries.iter().enumerate().take(end).skip(offset as usize) {
-            let off = i as u64 + 1;
-            let name = OsStr::from_bytes(&e.name);
-            if e.name == b"." || e.name == b".." {
-                // The kernel takes no reference and no attributes for these.
-                let mut attr = negative_attr();
-                attr.ino = INodeNo(e.ino);
-                attr.kind = FileType::Directory;
-                if reply.add(INodeNo(e.ino), off, name, &ttl, &attr, Generation(0)) {
-                    break;
-                }
-                continue;
-            }
-            // Each entry is a lookup: the kernel takes a reference to it.
-            let Ok(cname) = CString::new(e.name.clone()) else {
-                continue;
-            };
-            let Ok(found) = namei::lookup(&self.ov, &dir, &cname) else {
-                continue; // gone meanwhile
-            };
-            // Where a file to read ahead is: its layer, if at its own name there.
-            let layer = match found.refs.first() {
-                Some(top) if found.kind == FileType::RegularFile && top.path.is_none() => {
-                    Some(top.layer)
-                }
-                _ => None,
-            };
-            let node = self
-                .ov
-                .table
-                .lookup_ref(found.ino, found.kind, &dir, &cname, found.refs);
-            let attr = self.shown(node.attr(&found.stat));
-            if reply.add(attr.ino, off, name, &ttl, &attr, Generation(0)) {
-                self.ov.table.forget(node.ino, 1); // did not fit: not handed out
-                break;
-            }
-            if found.kind == FileType::RegularFile {
-                files += 1;
-                if let (true, Some(layer)) = (read_ahead, layer) {
-                    jobs.extend(crate::prefetch::Prefetch::file_job(
-                        &self.ov,
-                        &dir,
-                        &node,
-                        layer,
-                        found.stat.st_size,
-                        cname,
-                    ));
-                }
-            }
-        }
-        reply.ok();
-        let first_with_files =
-            offset == 0 && entries.iter().any(|e| e.kind == FileType::RegularFile);
-        self.prefetch.listed(first_with_files, files, jobs);
+        self.reply_listing_plus(req, ino, offset, reply)
     }
 
     fn releasedir(
@@ -730,98 +613,5 @@ impl Filesystem for StrataFs {
                 .and_then(|n| xattr::remove(&self.ov, &n, name).map_err(errno)),
             |reply, _| reply.ok(),
         );
-    }
-}
-
-impl StrataFs {
-    /// Attributes as the mount shows them: owners through the id mapping.
-    fn shown(&self, mut a: fuser::FileAttr) -> fuser::FileAttr {
-        (a.uid, a.gid) = self.ov.settings.ids.show(a.uid, a.gid);
-        if self.ov.settings.static_nlink && a.kind == FileType::Directory {
-            a.nlink = 1;
-        }
-        a
-    }
-
-    /// The listing of directory `ino` that the caller reads at `offset` (a position
-    /// in it; see `Handles::listing`); a reader at its end lets it go.
-    fn dir_entries(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        offset: u64,
-    ) -> Result<Arc<Vec<crate::handles::Entry>>, Errno> {
-        let n = self.node(ino)?;
-        if n.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        let handles = &self.ov.handles;
-        let pid = req.pid();
-        let l = handles
-            .listing(ino.0, pid, offset, || {
-                let l = readdir::list(&self.ov, &n)?;
-                self.prefetch.read_subdirs_ahead(&self.ov, &n, &l);
-                Ok(l)
-            })
-            .map_err(errno)?;
-        if offset >= l.len() as u64 {
-            handles.listing_done(ino.0, pid);
-        }
-        Ok(l)
-    }
-
-    /// Runs `f` on the open file behind handle `fh` (EBADF for an unknown handle).
-    fn on_file<T>(
-        &self,
-        fh: FileHandle,
-        f: impl FnOnce(&OwnedFd) -> std::io::Result<T>,
-    ) -> Result<T, Errno> {
-        let fd = self.ov.handles.file_fd(fh.0).map_err(errno)?;
-        f(&fd).map_err(errno)
-    }
-
-    /// A directory node and a checked name in it.
-    fn dir_and_name(&self, parent: INodeNo, name: &OsStr) -> Result<(Arc<Node>, CString), Errno> {
-        let p = self.node(parent)?;
-        if p.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        let c = namei::check_name(name.as_bytes()).map_err(|e| match e.raw_os_error() {
-            // a name the AUFS format reserves cannot be made through the mount
-            Some(libc::ENOENT) => Errno::EINVAL,
-            _ => errno(e),
-        })?;
-        Ok((p, c))
-    }
-
-    fn make(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        umask: u32,
-        what: New,
-        reply: ReplyEntry,
-    ) {
-        let result = (|| {
-            let (p, cname) = self.dir_and_name(parent, name)?;
-            let caller = Caller {
-                uid: self.ov.settings.ids.store_uid(req.uid()),
-                gid: self.ov.settings.ids.store_gid(req.gid()),
-                umask,
-            };
-            let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
-            Ok(self.shown(node.attr(&st)))
-        })();
-        answer(reply, result, |reply, a| {
-            reply.entry(&self.ov.settings.ttl, &a, Generation(0))
-        })
-    }
-
-    fn remove(&self, parent: INodeNo, name: &OsStr, rmdir: bool, reply: ReplyEmpty) {
-        let result = self
-            .dir_and_name(parent, name)
-            .and_then(|(p, c)| dir::remove(&self.ov, &p, &c, rmdir).map_err(errno));
-        answer(reply, result, |reply, _| reply.ok());
     }
 }

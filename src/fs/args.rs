@@ -1,0 +1,90 @@
+//! From a request's arguments to the objects it names: the node of an id, a directory
+//! and a checked name in it, the open file of a handle, the attributes as the mount
+//! shows them; and the replies of the calls that make or remove a name.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use fuser::{Errno, FileHandle, FileType, Generation, INodeNo, ReplyEmpty, ReplyEntry, Request};
+
+use super::{answer, errno, StrataFs};
+use crate::dir::{self, Caller, New};
+use crate::inode::Node;
+use crate::namei;
+
+impl StrataFs {
+    /// The node of `ino` (ESTALE when the kernel's id is not known any more).
+    pub(super) fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
+        self.ov.table.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// Attributes as the mount shows them: owners through the id mapping.
+    pub(super) fn shown(&self, mut a: fuser::FileAttr) -> fuser::FileAttr {
+        (a.uid, a.gid) = self.ov.settings.ids.show(a.uid, a.gid);
+        if self.ov.settings.static_nlink && a.kind == FileType::Directory {
+            a.nlink = 1;
+        }
+        a
+    }
+
+    /// Runs `f` on the open file behind handle `fh` (EBADF for an unknown handle).
+    pub(super) fn on_file<T>(
+        &self,
+        fh: FileHandle,
+        f: impl FnOnce(&OwnedFd) -> std::io::Result<T>,
+    ) -> Result<T, Errno> {
+        let fd = self.ov.handles.file_fd(fh.0).map_err(errno)?;
+        f(&fd).map_err(errno)
+    }
+
+    /// A directory node and a checked name in it.
+    pub(super) fn dir_and_name(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+    ) -> Result<(Arc<Node>, CString), Errno> {
+        let p = self.node(parent)?;
+        if p.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let c = namei::check_name(name.as_bytes()).map_err(|e| match e.raw_os_error() {
+            // a name the AUFS format reserves cannot be made through the mount
+            Some(libc::ENOENT) => Errno::EINVAL,
+            _ => errno(e),
+        })?;
+        Ok((p, c))
+    }
+
+    pub(super) fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        umask: u32,
+        what: New,
+        reply: ReplyEntry,
+    ) {
+        let result = (|| {
+            let (p, cname) = self.dir_and_name(parent, name)?;
+            let caller = Caller {
+                uid: self.ov.settings.ids.store_uid(req.uid()),
+                gid: self.ov.settings.ids.store_gid(req.gid()),
+                umask,
+            };
+            let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
+            Ok(self.shown(node.attr(&st)))
+        })();
+        answer(reply, result, |reply, a| {
+            reply.entry(&self.ov.settings.ttl, &a, Generation(0))
+        })
+    }
+
+    pub(super) fn remove(&self, parent: INodeNo, name: &OsStr, rmdir: bool, reply: ReplyEmpty) {
+        let result = self
+            .dir_and_name(parent, name)
+            .and_then(|(p, c)| dir::remove(&self.ov, &p, &c, rmdir).map_err(errno));
+        answer(reply, result, |reply, _| reply.ok());
+    }
+}
