@@ -1,6 +1,6 @@
 //! Namespace changes (the kernel's `dir.c`): create, mknod, mkdir, symlink, link,
-//! unlink, rmdir and rename, with the whiteouts, opaque markers and redirects that
-//! keep the merged view right.
+//! unlink and rmdir, with the whiteouts and opaque markers that keep the merged view
+//! right; rename is rename.rs's (and uses the helpers here).
 //!
 //! A new upper object is made right at its name where nothing stands in the way,
 //! else built in the work directory and renamed into place. A
@@ -19,19 +19,18 @@ use crate::acl;
 use crate::copy_up::copy_up;
 use crate::inode::Node;
 use crate::namei::{self, Found};
-use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
 use crate::readdir;
-use crate::stack::{Known, LayerRef, Stack};
+use crate::stack::{Known, LayerRef};
 use crate::sys::{self, Stat};
 use crate::whiteout;
 use crate::work::{WhiteoutFormat, Work};
 
-fn err(code: i32) -> io::Error {
+pub(crate) fn err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-fn work(ov: &Overlay) -> io::Result<&Work> {
+pub(crate) fn work(ov: &Overlay) -> io::Result<&Work> {
     if ov.settings.read_only {
         return Err(err(libc::EROFS));
     }
@@ -57,7 +56,7 @@ pub enum New<'a> {
 }
 
 /// Looks `name` up, mapping ENOENT to `None`.
-fn find(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Option<Found>> {
+pub(crate) fn find(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Option<Found>> {
     match namei::lookup(ov, parent, name) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
@@ -66,7 +65,7 @@ fn find(ov: &Overlay, parent: &Arc<Node>, name: &CString) -> io::Result<Option<F
 }
 
 /// The node the kernel knows for a found object, or a transient one.
-fn node_for(ov: &Overlay, parent: &Arc<Node>, name: &CString, f: &Found) -> Arc<Node> {
+pub(crate) fn node_for(ov: &Overlay, parent: &Arc<Node>, name: &CString, f: &Found) -> Arc<Node> {
     match ov.table.get(f.ino) {
         Some(n) if n.kind == f.kind => {
             n.add_alias(parent, name);
@@ -82,7 +81,7 @@ fn node_for(ov: &Overlay, parent: &Arc<Node>, name: &CString, f: &Found) -> Arc<
     }
 }
 
-fn is_upper(ov: &Overlay, f: &Found) -> bool {
+pub(crate) fn is_upper(ov: &Overlay, f: &Found) -> bool {
     f.refs.first().is_some_and(|r| ov.layer(r.layer).is_upper)
 }
 
@@ -348,7 +347,7 @@ fn publish(
 }
 
 /// Replaces the upper object (`dir`, `name`) by a whiteout in one step.
-fn replace_with_whiteout(
+pub(crate) fn replace_with_whiteout(
     work: &Work,
     dir: BorrowedFd,
     name: &CString,
@@ -377,7 +376,12 @@ fn replace_with_whiteout(
 
 /// Removes an upper object; a directory (which may still hold whiteouts) is moved
 /// into the work dir first and removed there.
-fn remove_upper(work: &Work, dir: BorrowedFd, name: &CString, is_dir: bool) -> io::Result<()> {
+pub(crate) fn remove_upper(
+    work: &Work,
+    dir: BorrowedFd,
+    name: &CString,
+    is_dir: bool,
+) -> io::Result<()> {
     if !is_dir {
         return sys::unlinkat(dir, name, false);
     }
@@ -390,7 +394,7 @@ fn remove_upper(work: &Work, dir: BorrowedFd, name: &CString, is_dir: bool) -> i
 /// A lower hard link about to lose a name is copied up first (with its other names,
 /// see `links`), so those names see the link count drop, as with the kernel's
 /// index=on. Returns what the name now is.
-fn copy_up_lower_link(
+pub(crate) fn copy_up_lower_link(
     ov: &Overlay,
     parent: &Arc<Node>,
     name: &CString,
@@ -441,7 +445,7 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
 /// (`InodeTable::pin`), so opens, stats and reads through the node still reach it,
 /// and an upper object's inode number is not reused for a new object meanwhile.
 /// (Taken before the node's change count moves: `Node::object` waits for that.)
-fn pin_before_removal(ov: &Overlay, node: &Arc<Node>) {
+pub(crate) fn pin_before_removal(ov: &Overlay, node: &Arc<Node>) {
     if !ov.table.knows(node) {
         return; // the kernel has no reference to it
     }
@@ -449,252 +453,4 @@ fn pin_before_removal(ov: &Overlay, node: &Arc<Node>) {
         Ok((fd, _)) => ov.table.pin(node, fd),
         Err(e) => log::debug!("ino {} not pinned: {e}", node.ino),
     }
-}
-
-/// Prepares a directory about to move: copied up alone, with a redirect to where its
-/// lower parts are when it has any. Returns its lower paths (layer, path) to keep.
-fn prepare_dir_move(
-    ov: &Overlay,
-    work: &Work,
-    node: &Arc<Node>,
-) -> io::Result<Vec<(u16, Arc<CString>)>> {
-    let stack = node.stack();
-    if work.xattr(Ovl::Redirect).is_none() && stack.refs.iter().any(|r| !ov.layer(r.layer).is_upper)
-    {
-        // No xattr can record a redirect on this upper: mv copies, as with the kernel's
-        // redirect_dir=off.
-        return Err(err(libc::EXDEV));
-    }
-    let mut lower_paths = Vec::new();
-    for r in stack.refs.iter().filter(|r| !ov.layer(r.layer).is_upper) {
-        let p = node.layer_path(r.layer)?;
-        lower_paths.push((
-            r.layer,
-            Arc::new(CString::new(p).map_err(|_| err(libc::EINVAL))?),
-        ));
-    }
-    copy_up(ov, node)?;
-    if !lower_paths.is_empty() {
-        let v = redirect_path(ov, node)?;
-        let (dir, _) = node.real(ov)?;
-        work.set_xattr(dir.as_fd(), c"", Ovl::Redirect, &v)?;
-    }
-    Ok(lower_paths)
-}
-
-/// The redirect a directory about to move records, made as the kernel's
-/// `ovl_get_redirect` makes it: its absolute path before the move, where the directory
-/// itself or an ancestor that already carries a redirect in the upper layer (moved
-/// before) contributes that redirect instead of its name. Lookup resolves it layer by
-/// layer, following the redirects it meets on the way.
-fn redirect_path(ov: &Overlay, node: &Arc<Node>) -> io::Result<Vec<u8>> {
-    let mut parts: Vec<Vec<u8>> = Vec::new();
-    let mut cur = node.clone();
-    loop {
-        let loc = cur.loc().ok_or_else(|| err(libc::ESTALE))?;
-        let Some(parent) = loc.parent else {
-            break; // the root
-        };
-        let own = if cur.stack().top() == 0 {
-            cur.dir_fd(ov, 0)
-                .ok()
-                .and_then(|fd| namei::redirect_of(fd.as_fd()))
-        } else {
-            None
-        };
-        match own {
-            Some(r) if r.first() == Some(&b'/') => {
-                parts.push(r[1..].to_vec());
-                break;
-            }
-            Some(r) => parts.push(r),
-            None => parts.push(loc.name.to_bytes().to_vec()),
-        }
-        cur = parent;
-    }
-    parts.reverse();
-    let mut v = b"/".to_vec();
-    v.extend_from_slice(&parts.join(&b'/'));
-    Ok(v)
-}
-
-/// After a move: the node answers to its new name, and its lower parts stay where
-/// they were (recorded as paths, since its name no longer leads to them).
-fn moved(
-    node: &Arc<Node>,
-    from: (&Arc<Node>, &CString),
-    to: (&Arc<Node>, &CString),
-    lower_paths: Vec<(u16, Arc<CString>)>,
-) {
-    node.remove_alias(from.0, from.1);
-    node.add_alias(to.0, to.1);
-    if node.kind == FileType::Directory && !lower_paths.is_empty() {
-        let refs: Vec<LayerRef> = node
-            .stack()
-            .refs
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                if let Some((_, p)) = lower_paths.iter().find(|(l, _)| *l == r.layer) {
-                    r.path = Some(p.clone());
-                }
-                r
-            })
-            .collect();
-        node.set_stack(Stack::of(refs, true));
-    }
-}
-
-/// rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE. Directories of any layer move.
-pub fn rename(
-    ov: &Overlay,
-    p1: &Arc<Node>,
-    n1: &CString,
-    p2: &Arc<Node>,
-    n2: &CString,
-    flags: u32,
-) -> io::Result<()> {
-    let work = work(ov)?;
-    if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
-        || flags & libc::RENAME_NOREPLACE != 0 && flags & libc::RENAME_EXCHANGE != 0
-    {
-        return Err(err(libc::EINVAL));
-    }
-    let exchange = flags & libc::RENAME_EXCHANGE != 0;
-    let src = find(ov, p1, n1)?.ok_or_else(|| err(libc::ENOENT))?;
-    let dst = find(ov, p2, n2)?;
-    if exchange && dst.is_none() {
-        return Err(err(libc::ENOENT));
-    }
-    if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
-        return Err(err(libc::EEXIST));
-    }
-    if dst.as_ref().is_some_and(|d| d.ino == src.ino) {
-        return Ok(()); // the same file: nothing to do
-    }
-    let src_dir = src.kind == FileType::Directory;
-    let src_node = node_for(ov, p1, n1, &src);
-    let dst_node = dst.as_ref().map(|d| node_for(ov, p2, n2, d));
-    let dst = match (dst, &dst_node) {
-        (Some(d), Some(dn)) if !exchange => Some(copy_up_lower_link(ov, p2, n2, d, dn)?),
-        (d, _) => d,
-    };
-    if let (Some(d), false) = (&dst, exchange) {
-        let dst_dir = d.kind == FileType::Directory;
-        if src_dir && !dst_dir {
-            return Err(err(libc::ENOTDIR));
-        }
-        if !src_dir && dst_dir {
-            return Err(err(libc::EISDIR));
-        }
-        if let (true, Some(dn)) = (dst_dir, &dst_node) {
-            if !readdir::is_empty(ov, dn)? {
-                return Err(err(libc::ENOTEMPTY));
-            }
-        }
-    }
-    copy_up(ov, p1)?;
-    copy_up(ov, p2)?;
-    let up1 = p1.dir_fd(ov, 0)?;
-    let up2 = p2.dir_fd(ov, 0)?;
-    let src_lower = namei::lower_positive(ov, p1, n1)?;
-    let dst_lower = namei::lower_positive(ov, p2, n2)?;
-
-    // Bring the moving objects up: files whole, directories alone with a redirect.
-    let prepare = |node: &Arc<Node>| -> io::Result<Vec<(u16, Arc<CString>)>> {
-        if node.kind == FileType::Directory {
-            prepare_dir_move(ov, work, node)
-        } else {
-            copy_up(ov, node).map(|_| Vec::new())
-        }
-    };
-    let src_paths = prepare(&src_node)?;
-    // An entry that carries an origin makes the directory it moves into impure (as
-    // the kernel's ovl_rename), so that listings there show the inode number it has.
-    let samedir = Arc::ptr_eq(p1, p2);
-    let carry_origin = |up: BorrowedFd, name: &CString, into: &Arc<Node>, into_up: BorrowedFd| {
-        if !samedir && namei::read_origin(up, name).is_some() {
-            crate::copy_up::mark_impure(work, into, into_up);
-        }
-    };
-    carry_origin(up1.as_fd(), n1, p2, up2.as_fd());
-    // A directory without lower parts that lands on a name with lower entries must
-    // hide them.
-    if src_dir && src_paths.is_empty() && dst_lower {
-        whiteout::set_opaque(work, up1.as_fd(), n1)?;
-    }
-
-    if exchange {
-        let dst_node = dst_node.ok_or_else(|| err(libc::ENOENT))?;
-        let dst_paths = prepare(&dst_node)?;
-        if dst_node.kind == FileType::Directory && dst_paths.is_empty() && src_lower {
-            whiteout::set_opaque(work, up2.as_fd(), n2)?;
-        }
-        carry_origin(up2.as_fd(), n2, p1, up1.as_fd());
-        let _changing = (src_node.changing(), dst_node.changing());
-        sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
-        moved(&src_node, (p1, n1), (p2, n2), src_paths);
-        moved(&dst_node, (p2, n2), (p1, n1), dst_paths);
-        return Ok(());
-    }
-
-    // From here on names change: requests that reach either object by name meanwhile
-    // resolve it again, and the object renamed over stays reachable through its node.
-    if let Some(dn) = &dst_node {
-        pin_before_removal(ov, dn);
-    }
-    let _changing = (src_node.changing(), dst_node.as_ref().map(|n| n.changing()));
-    // An upper directory being replaced may still hold whiteouts: swap in an empty one.
-    if let Some(d) = &dst {
-        if d.kind == FileType::Directory && is_upper(ov, d) {
-            let tmp = work.tmp_name();
-            sys::mkdirat(work.fd.as_fd(), &tmp, 0o700)?;
-            if let Err(e) = sys::renameat2(
-                work.fd.as_fd(),
-                &tmp,
-                up2.as_fd(),
-                n2,
-                libc::RENAME_EXCHANGE,
-            ) {
-                work.remove(&tmp);
-                return Err(e);
-            }
-            work.remove(&tmp);
-        }
-    }
-    let char_wh_at_dst =
-        sys::statat(up2.as_fd(), n2).is_ok_and(|st| whiteout::is_whiteout_dev(&st));
-    let aufs_at_dst = whiteout::upper_has(up2.as_fd(), n2) && !char_wh_at_dst;
-    if src_dir && char_wh_at_dst {
-        // rename(2) cannot put a directory over a char device: exchange, and the
-        // whiteout lands on the old name, where it is needed or dropped.
-        sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
-        if !src_lower {
-            sys::unlinkat(up1.as_fd(), n1, false)?;
-        }
-    } else if src_lower && work.whiteout == WhiteoutFormat::CharDev {
-        match sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_WHITEOUT) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, 0)?;
-                whiteout::create(work, up1.as_fd(), n1)?;
-            }
-            Err(e) => return Err(e),
-        }
-    } else {
-        sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, 0)?;
-        if src_lower {
-            whiteout::create(work, up1.as_fd(), n1)?;
-        }
-    }
-    if aufs_at_dst {
-        whiteout::drop_aufs(up2.as_fd(), n2);
-    }
-    if let Some(dn) = &dst_node {
-        if dn.remove_alias(p2, n2) == 0 {
-            ov.handles.drop_kept(dn.ino);
-        }
-    }
-    moved(&src_node, (p1, n1), (p2, n2), src_paths);
-    Ok(())
 }

@@ -37,6 +37,7 @@ mod prefill;
 mod rdplus;
 mod readdir;
 mod real_io;
+mod rename;
 mod stack;
 mod sys;
 mod table;

@@ -473,7 +473,7 @@ impl Filesystem for StrataFs {
         let result = (|| {
             let (p1, n1) = self.dir_and_name(parent, name)?;
             let (p2, n2) = self.dir_and_name(newparent, newname)?;
-            dir::rename(&self.ov, &p1, &n1, &p2, &n2, flags.bits()).map_err(errno)
+            crate::rename::rename(&self.ov, &p1, &n1, &p2, &n2, flags.bits()).map_err(errno)
         })();
         answer(reply, result, |reply, _| reply.ok());
     }

@@ -92,7 +92,7 @@ fn a_renamed_lower_directory_keeps_its_contents_through_a_redirect() {
     t.file("l1/old/f", "moved");
     let ov = t.overlay(&["l1"], Some("up"));
     let root = resolve(&ov, "").unwrap();
-    dir::rename(&ov, &root, &cname("old"), &root, &cname("new"), 0).unwrap();
+    crate::rename::rename(&ov, &root, &cname("old"), &root, &cname("new"), 0).unwrap();
     assert_eq!(resolve(&ov, "old").err(), Some(libc::ENOENT));
     assert_eq!(listing(&ov, "new"), ["f"]);
     assert_eq!(read(&ov, "new/f"), "moved");
@@ -110,7 +110,7 @@ fn a_renamed_lower_file_is_copied_and_its_old_name_whited_out() {
     t.file("l1/a", "data");
     let ov = t.overlay(&["l1"], Some("up"));
     let root = resolve(&ov, "").unwrap();
-    dir::rename(&ov, &root, &cname("a"), &root, &cname("b"), 0).unwrap();
+    crate::rename::rename(&ov, &root, &cname("a"), &root, &cname("b"), 0).unwrap();
     assert_eq!(listing(&ov, ""), ["b"]);
     assert_eq!(read(&ov, "b"), "data");
 }
@@ -122,7 +122,7 @@ fn rename_noreplace_refuses_an_existing_target() {
     t.file("l1/b", "");
     let ov = t.overlay(&["l1"], Some("up"));
     let root = resolve(&ov, "").unwrap();
-    let e = dir::rename(
+    let e = crate::rename::rename(
         &ov,
         &root,
         &cname("a"),
