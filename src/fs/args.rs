@@ -57,6 +57,15 @@ impl StrataFs {
         Ok((p, c))
     }
 
+    /// Who asks, as the layers store owners (through the id mapping).
+    pub(super) fn caller(&self, req: &Request, umask: u32) -> Caller {
+        Caller {
+            uid: self.ov.settings.ids.store_uid(req.uid()),
+            gid: self.ov.settings.ids.store_gid(req.gid()),
+            umask,
+        }
+    }
+
     pub(super) fn make(
         &self,
         req: &Request,
@@ -68,11 +77,7 @@ impl StrataFs {
     ) {
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
-            let caller = Caller {
-                uid: self.ov.settings.ids.store_uid(req.uid()),
-                gid: self.ov.settings.ids.store_gid(req.gid()),
-                umask,
-            };
+            let caller = self.caller(req, umask);
             let (node, st, _) = dir::create(&self.ov, &p, &cname, caller, what).map_err(errno)?;
             Ok(self.shown(node.attr(&st)))
         })();

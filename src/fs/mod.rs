@@ -17,7 +17,7 @@ use fuser::{
 use log::debug;
 
 use crate::attr;
-use crate::dir::{self, Caller, New};
+use crate::dir::{self, New};
 use crate::file;
 use crate::means::Means;
 use crate::namei;
@@ -490,11 +490,7 @@ impl Filesystem for StrataFs {
     ) {
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
-            let caller = Caller {
-                uid: self.ov.settings.ids.store_uid(req.uid()),
-                gid: self.ov.settings.ids.store_gid(req.gid()),
-                umask,
-            };
+            let caller = self.caller(req, umask);
             let (node, st, made) =
                 dir::create(&self.ov, &p, &cname, caller, New::File { mode }).map_err(errno)?;
             // The new file is already open read-write; the kernel enforces the access
