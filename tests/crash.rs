@@ -37,26 +37,6 @@ fn kill_daemon(m: &Path) {
     }
 }
 
-/// After each kill: `stratafs check` finds nothing, and the kernel mounting the upper
-/// shows `view`.
-fn upper_is_sound(t: &TempDir, l: &Path, u: &Path, w: &Path, view: &BTreeMap<PathBuf, String>) {
-    let (clean, said) = check_upper(u, w, l);
-    assert!(clean, "stratafs check: {said}");
-    // (the kernel's work dir beside the upper, on the same filesystem; made anew, as
-    // its index belongs to the upper it was made with)
-    let kw = u.parent().unwrap().join("kw");
-    let _ = fs::remove_dir_all(&kw);
-    fs::create_dir_all(&kw).unwrap();
-    let km = t.dir("km");
-    let k = OtherMount::kernel_overlay(&[l], u, &kw, ",redirect_dir=on,index=on", &km);
-    assert_eq!(
-        &tree_view(&km),
-        view,
-        "the kernel reads another tree from the upper"
-    );
-    drop(k);
-}
-
 /// A 64 MiB lower file is opened for appending (a copy-up of all its data) and the
 /// daemon is killed at a random moment: afterwards the file is the lower one, or the
 /// whole copy with the append, never a part.

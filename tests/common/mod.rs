@@ -524,3 +524,29 @@ pub fn check_upper(upper: &Path, work: &Path, lower: &Path) -> (bool, String) {
     let (ok, said) = run_check(upper, work, lower, false);
     (ok && said.contains("clean"), said)
 }
+
+/// An upper left by a run (after a crash, a stress, ...): `stratafs check` finds
+/// nothing, and the kernel mounting it (`redirect_dir=on,index=on`) shows `view`.
+pub fn upper_is_sound(
+    t: &TempDir,
+    l: &Path,
+    u: &Path,
+    w: &Path,
+    view: &std::collections::BTreeMap<PathBuf, String>,
+) {
+    let (clean, said) = check_upper(u, w, l);
+    assert!(clean, "stratafs check: {said}");
+    // (the kernel's work dir beside the upper, on the same filesystem; made anew, as
+    // its index belongs to the upper it was made with)
+    let kw = u.parent().unwrap().join("kw");
+    let _ = fs::remove_dir_all(&kw);
+    fs::create_dir_all(&kw).unwrap();
+    let km = t.dir("km");
+    let k = OtherMount::kernel_overlay(&[l], u, &kw, ",redirect_dir=on,index=on", &km);
+    assert_eq!(
+        &tree_view(&km),
+        view,
+        "the kernel reads another tree from the upper"
+    );
+    drop(k);
+}
