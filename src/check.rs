@@ -526,7 +526,7 @@ fn shows_in_upper(upper: BorrowedFd, comps: &[CString]) -> bool {
         let st = match sys::statat(dir, name) {
             Ok(st) => st,
             // (not in the upper: the lower shows through, unless a whiteout...)
-            Err(_) => return aufs_whiteout_at(dir, name),
+            Err(_) => return whiteout::upper_has_aufs(dir, name),
         };
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return true; // a whiteout or another object hides what is below
@@ -544,9 +544,5 @@ fn shows_in_upper(upper: BorrowedFd, comps: &[CString]) -> bool {
         cur = Some(next);
     }
     let dir = cur.as_ref().map_or(upper, |f| f.as_fd());
-    sys::statat(dir, last).is_ok() || aufs_whiteout_at(dir, last)
-}
-
-fn aufs_whiteout_at(dir: BorrowedFd, name: &CStr) -> bool {
-    whiteout::aufs_whiteout_name(name.to_bytes()).is_ok_and(|wh| sys::statat(dir, &wh).is_ok())
+    sys::statat(dir, last).is_ok() || whiteout::upper_has_aufs(dir, last)
 }

@@ -211,9 +211,7 @@ impl Handles {
 
     /// The real fd of handle `fh` (opened now if it was left for later).
     pub fn file_fd(&self, fh: u64) -> io::Result<Arc<OwnedFd>> {
-        let real = self.files.get(&fh).map(|f| f.fd.clone());
-        real.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?
-            .get()
+        self.handle(fh)?.1.get()
     }
 
     pub fn file(&self, fh: u64) -> Option<Arc<OwnedFd>> {

@@ -61,8 +61,7 @@ pub fn watch(dev: String) {
             let mut seen: Option<u32> = None;
             loop {
                 std::thread::sleep(Duration::from_secs(secs));
-                if let Some(pid) = seen.filter(|&p| member(p, &ns)) {
-                    seen = Some(pid);
+                if seen.is_some_and(|p| member(p, &ns)) {
                     continue;
                 }
                 seen = other_member(&ns, me);
