@@ -34,6 +34,7 @@ mod overlay;
 mod override_stat;
 mod prefetch;
 mod prefill;
+mod procfs;
 mod rdplus;
 mod readdir;
 mod real_io;

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 
+use crate::procfs;
 use crate::sys;
 
 /// The inode number of the initial pid namespace (the kernel's PROC_PID_INIT_INO).
@@ -81,18 +82,9 @@ fn member(pid: u32, ns: &std::ffi::OsStr) -> bool {
     std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l.as_os_str() == ns)
 }
 
-/// Pids of /proc in ascending order (the order /proc lists them).
-fn pids() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-}
-
 /// Another process in the mount namespace `ns` (a zombie has left it).
 fn other_member(ns: &std::ffi::OsStr, me: u32) -> Option<u32> {
-    pids().find(|&p| p != me && member(p, ns))
+    procfs::pids().find(|&p| p != me && member(p, ns))
 }
 
 /// Is the namespace `ns` held by an nsfs file: open in another process, or bound
@@ -100,11 +92,8 @@ fn other_member(ns: &std::ffi::OsStr, me: u32) -> Option<u32> {
 fn held_open(ns: &std::ffi::OsStr, me: u32) -> bool {
     let ns_bytes = ns.as_bytes();
     let mut namespaces_read = std::collections::HashSet::new();
-    for pid in pids().filter(|&p| p != me) {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"));
-        if fds.into_iter().flatten().flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str().as_bytes() == ns_bytes)
-        }) {
+    for pid in procfs::pids().filter(|&p| p != me) {
+        if procfs::holds(pid, ns) {
             return true;
         }
         // Each namespace's mount table once: an nsfs bind mount shows the

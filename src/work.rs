@@ -16,6 +16,7 @@ use log::{debug, info};
 use parking_lot::Mutex;
 
 use crate::ondisk::{Ovl, PREFIXES};
+use crate::procfs;
 use crate::sys::{self, At};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,30 +273,9 @@ pub fn probe_xattr_ns(work: BorrowedFd) -> XattrNs {
 /// it), as "pid N: its command line": looked for in /proc, only to say so.
 fn holder_of(work: BorrowedFd) -> Option<String> {
     let target = sys::fd_path(work).ok()?;
-    let me = std::process::id().to_string();
-    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let pid = proc_entry.file_name();
-        let pid = pid.to_str()?;
-        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
-            continue;
-        };
-        if fds
-            .flatten()
-            .any(|f| std::fs::read_link(f.path()).is_ok_and(|p| p == target))
-        {
-            let cmd = std::fs::read(proc_entry.path().join("cmdline")).unwrap_or_default();
-            let cmd: Vec<String> = cmd
-                .split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            return Some(format!("pid {pid}: {}", cmd.join(" ")));
-        }
-    }
-    None
+    let me = std::process::id();
+    let pid = procfs::pids().find(|&p| p != me && procfs::holds(p, target.as_os_str()))?;
+    Some(format!("pid {pid}: {}", procfs::cmdline(pid)))
 }
 
 /// Removes everything inside the directory `dir`.
