@@ -38,7 +38,7 @@ pub trait Reach {
     /// Some open fd of node `ino` (for a file that has lost its last name).
     fn open_fd(&self, ino: u64) -> Option<Arc<OwnedFd>>;
     /// Makes `st`, the stat of the object at `at` in `layer`, what the mount shows.
-    fn shown_stat(&self, layer: u16, at: sys::At, st: &mut Stat);
+    fn effective(&self, layer: u16, at: sys::At, st: &mut Stat);
 }
 
 /// One name of a node: its parent directory and its name there.
@@ -429,7 +429,7 @@ impl Node {
         self.at_real(ov, |dir, name| {
             let mut st = sys::statat(dir, name)?;
             self.check_object(ov, &st)?;
-            ov.shown_stat(top, sys::At { dir, name }, &mut st);
+            ov.effective(top, sys::At { dir, name }, &mut st);
             Ok(st)
         })
     }

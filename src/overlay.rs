@@ -423,7 +423,7 @@ impl crate::inode::Reach for Overlay {
         self.handles.any_for(ino)
     }
 
-    fn shown_stat(&self, layer: u16, at: sys::At, st: &mut sys::Stat) {
-        self.effective(layer, at, st)
+    fn effective(&self, layer: u16, at: sys::At, st: &mut sys::Stat) {
+        Overlay::effective(self, layer, at, st)
     }
 }
