@@ -212,6 +212,16 @@ impl Walk<'_> {
         });
     }
 
+    /// A problem `--repair` does not touch: its fix (`by hand: ...`) needs a choice.
+    fn report_by_hand(&mut self, path: &[u8], what: String, fix: String) {
+        self.found.push(Finding {
+            path: String::from_utf8_lossy(path).into_owned(),
+            what,
+            fix,
+            repaired: None,
+        });
+    }
+
     /// Checks the upper directory open as `dir` (`path` from the upper's root) and
     /// everything below it.
     fn dir(&mut self, dir: BorrowedFd, path: &mut Vec<u8>) -> io::Result<()> {
@@ -307,11 +317,10 @@ impl Walk<'_> {
         for (origin, names) in origins {
             let first = String::from_utf8_lossy(&names[0].0).into_owned();
             if let Some((path, _)) = names.iter().find(|(_, ino)| *ino != names[0].1) {
-                self.report(
+                self.report_by_hand(
                     path,
                     format!("a copy of lower inode {origin}, like {first}, but a separate file"),
-                    &format!("by hand: keep the right contents, and hard-link the other name to it ({first})"),
-                    || Err(io::Error::from_raw_os_error(libc::ENOTSUP)),
+                    format!("by hand: keep the right contents, and hard-link the other name to it ({first})"),
                 );
                 continue;
             }
@@ -330,11 +339,10 @@ impl Walk<'_> {
                 if names.iter().any(|(p, _)| *p == path) || shows_in_upper(upper, &comps) {
                     continue;
                 }
-                self.report(
+                self.report_by_hand(
                     &path,
                     format!("another name of lower inode {origin}, still shown from the lower beside its upper copy {first}"),
-                    &format!("by hand: hard-link it to {first} in the upper"),
-                    || Err(io::Error::from_raw_os_error(libc::ENOTSUP)),
+                    format!("by hand: hard-link it to {first} in the upper"),
                 );
             }
         }
