@@ -382,13 +382,7 @@ fn an_upper_out_of_space_gives_enospc_and_leaves_nothing_half_made() {
     fs::set_permissions(m.join("little"), fs::Permissions::from_mode(0o600)).unwrap();
     write(&m.join("after"), "space again");
     let view = tree_view(&m);
-    mount.unmount();
-    drop(mount);
-    let again = Mount::new(&opts, &m);
-    assert_eq!(tree_view(&m), view, "the tree differs after a remount");
-    again.unmount();
-    drop(again);
-    upper_is_sound(&t, &l, &u, &w, &view);
+    remount_and_check(mount, &opts, &m, &t, (&l, &u, &w), &view);
     drop(fs_guard);
 }
 

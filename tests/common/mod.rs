@@ -525,6 +525,25 @@ pub fn check_upper(upper: &Path, work: &Path, lower: &Path) -> (bool, String) {
     (ok && said.contains("clean"), said)
 }
 
+/// What a run left, seen again: `mount` (of `opts` at `m`, showing `view`) is undone
+/// and made anew, and shows `view` again; then `upper_is_sound`.
+pub fn remount_and_check(
+    mount: Mount,
+    opts: &str,
+    m: &Path,
+    t: &TempDir,
+    (l, u, w): (&Path, &Path, &Path),
+    view: &std::collections::BTreeMap<PathBuf, String>,
+) {
+    mount.unmount();
+    drop(mount);
+    let again = Mount::new(opts, m);
+    assert_eq!(&tree_view(m), view, "the tree differs after a remount");
+    again.unmount();
+    drop(again);
+    upper_is_sound(t, l, u, w, view);
+}
+
 /// An upper left by a run (after a crash, a stress, ...): `stratafs check` finds
 /// nothing, and the kernel mounting it (`redirect_dir=on,index=on`) shows `view`.
 pub fn upper_is_sound(
