@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::image::cmd::{CommitArgs, ContainerCmd, ImageCmd, StoreArg, SystemCmd};
 use crate::mount::{self, MountRequest};
 use crate::options::MountOptions;
 use crate::overlay::{Overlay, Settings};
@@ -73,9 +74,45 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Images in the store: import, ls, inspect, history, tag, rm, export.
+    Image {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Containers: create, mount, umount, ls, rm.
+    Container {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(subcommand)]
+        cmd: ContainerCmd,
+    },
+    /// What a container changed against its image (A/C/D lines, like docker diff).
+    Diff {
+        #[command(flatten)]
+        store: StoreArg,
+        container: String,
+    },
+    /// A container's changes as a new image layer (like docker commit).
+    Commit {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        args: CommitArgs,
+    },
+    /// The store: df, gc.
+    System {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(subcommand)]
+        cmd: SystemCmd,
+    },
 }
 
-const SUBCOMMANDS: &[&str] = &["which", "check", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "which", "check", "help", "image", "container", "diff", "commit", "system",
+];
 
 /// fuse-overlayfs ignores dash flags it does not know; so do we, before clap sees them.
 fn drop_unknown_flags(args: Vec<OsString>) -> Vec<OsString> {
@@ -135,6 +172,9 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         println!("FUSE library: fuser 0.18 (pure Rust)");
         return Ok(());
     }
+    if cli.command.is_some() {
+        crate::sys::default_sigpipe();
+    }
     match cli.command {
         Some(Command::Which { opts, paths }) => {
             let o = MountOptions::parse(opts.iter().map(String::as_str))?;
@@ -169,6 +209,20 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 false => Err("the upper has problems (listed above)".into()),
             }
         }
+        Some(Command::Image { store, cmd }) => {
+            init_logging(false);
+            crate::image::cmd::image(&store, cmd)
+        }
+        Some(Command::Container { store, cmd }) => {
+            init_logging(false);
+            crate::image::cmd::container_cmd(&store, cmd)
+        }
+        Some(Command::Diff { store, container }) => crate::image::cmd::diff_cmd(&store, &container),
+        Some(Command::Commit { store, args }) => {
+            init_logging(false);
+            crate::image::cmd::commit_cmd(&store, args)
+        }
+        Some(Command::System { store, cmd }) => crate::image::cmd::system(&store, cmd),
         None => {
             let m = cli.mount;
             let opts = MountOptions::parse(m.opts.iter().map(String::as_str))?;

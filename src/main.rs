@@ -19,6 +19,7 @@ mod file;
 mod fs;
 mod handles;
 mod idmap;
+mod image;
 mod index;
 mod inode;
 mod inspect;

@@ -131,6 +131,17 @@ pub fn lock_exclusive(fd: BorrowedFd) -> io::Result<()> {
     cvt_unit(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
 }
 
+/// `flock(fd, op)`, waiting: `LOCK_SH` or `LOCK_EX` (the store's lock file).
+pub fn flock_wait(fd: BorrowedFd, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: the fds are open for the call's length (borrowed), the names are NUL-terminated, and every buffer is valid for the length passed.
+        match cvt_unit(unsafe { libc::flock(fd.as_raw_fd(), op) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 pub fn fstat(fd: BorrowedFd) -> io::Result<Stat> {
     statat(fd, c"")
 }

@@ -106,6 +106,13 @@ pub fn release_free_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Restores SIGPIPE's default action (Rust ignores it), so a command whose output
+/// is piped into `head` ends quietly, as other tools do, instead of failing to print.
+pub fn default_sigpipe() {
+    // SAFETY: a call without pointers; setting a signal to its default cannot break any Rust invariant.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Clears the process umask: modes of new objects are set exactly as asked.
 pub fn clear_umask() {
     // SAFETY: a call without pointers; it cannot break any Rust invariant.

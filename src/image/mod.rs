@@ -1,0 +1,27 @@
+//! The image tools: from an image archive to a writable mount and back, without root
+//! and without a daemon, in the steps the lessons teach (Docker's overlay2 layout,
+//! containers, diff, commit, history). Built on the union core, which knows nothing
+//! of it: `view` runs the core's lookup and listing in-process, `container` mounts
+//! with the stratafs binary itself.
+//!
+//! `store` (the OCI layout and overlay2 directories, the lock), `layers` (a layer
+//! directory's form), `archive` (reading an archive in place), `extract` (a layer tar
+//! into a directory, fd-relative), `import`, `export`, `container`, `view`, `diff`,
+//! `commit`, `gc`, `progress`, `digest`, `fsdir` (the store's directories by fd), and
+//! `cmd` (the command line and what it prints).
+
+mod archive;
+pub mod cmd;
+mod commit;
+mod container;
+mod diff;
+mod digest;
+mod export;
+mod extract;
+mod fsdir;
+mod gc;
+mod import;
+mod layers;
+mod progress;
+mod store;
+mod view;
