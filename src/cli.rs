@@ -111,7 +111,14 @@ pub enum Command {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "which", "check", "help", "image", "container", "diff", "commit", "system",
+    "which",
+    "check",
+    "help",
+    "image",
+    "container",
+    "diff",
+    "commit",
+    "system",
 ];
 
 /// fuse-overlayfs ignores dash flags it does not know; so do we, before clap sees them.

@@ -123,7 +123,10 @@ pub fn apply(xattr: Option<&CStr>, at: At, st: &mut Stat) {
     if let Some((t, rdev)) = v.kind {
         if ftype == libc::S_IFREG
             && st.st_size == 0
-            && matches!(t, libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK)
+            && matches!(
+                t,
+                libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK
+            )
         {
             ftype = t;
             st.st_rdev = rdev;
@@ -136,7 +139,11 @@ pub fn apply(xattr: Option<&CStr>, at: At, st: &mut Stat) {
 /// keeping the TYPE field the value had.
 pub fn write(xattr: &CStr, at: At, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
     let old = sys::getxattr(at, xattr).ok();
-    match old.as_deref().and_then(parse_value).and_then(|v| v.type_field) {
+    match old
+        .as_deref()
+        .and_then(parse_value)
+        .and_then(|v| v.type_field)
+    {
         Some(t) => write_typed(xattr, at, uid, gid, mode, &t),
         None => {
             let v = format!("{uid}:{gid}:{:o}", mode & 0o7777);
@@ -147,7 +154,14 @@ pub fn write(xattr: &CStr, at: At, uid: u32, gid: u32, mode: u32) -> io::Result<
 
 /// Records owner, mode and type (`file`, `dir`, `char-1-3`, ...) in the override
 /// xattr, as containers/storage writes it.
-pub fn write_typed(xattr: &CStr, at: At, uid: u32, gid: u32, mode: u32, kind: &str) -> io::Result<()> {
+pub fn write_typed(
+    xattr: &CStr,
+    at: At,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    kind: &str,
+) -> io::Result<()> {
     let v = format!("{uid}:{gid}:{:04o}:{kind}", mode & 0o7777);
     sys::setxattr(at, xattr, v.as_bytes(), 0)
 }
@@ -170,8 +184,14 @@ mod tests {
         let v = parse_value(b"0:5:0620:char-136-2").unwrap();
         assert_eq!(v.kind, Some((libc::S_IFCHR, libc::makedev(136, 2))));
         assert_eq!(v.type_field.as_deref(), Some("char-136-2"));
-        assert_eq!(parse_value(b"1:1:644:block-8-1").unwrap().kind, Some((libc::S_IFBLK, libc::makedev(8, 1))));
-        assert_eq!(parse_value(b"1:1:644:pipe").unwrap().kind, Some((libc::S_IFIFO, 0)));
+        assert_eq!(
+            parse_value(b"1:1:644:block-8-1").unwrap().kind,
+            Some((libc::S_IFBLK, libc::makedev(8, 1)))
+        );
+        assert_eq!(
+            parse_value(b"1:1:644:pipe").unwrap().kind,
+            Some((libc::S_IFIFO, 0))
+        );
         assert_eq!(parse_value(b"1:1:644:char-x").unwrap().kind, None);
         assert_eq!(parse_value(b"1:1:644:char-x").unwrap().uid, 1);
     }

@@ -47,7 +47,9 @@ impl Source {
             let p = std::path::Path::new(path);
             let meta = std::fs::metadata(p).map_err(|e| format!("{path}: {e}"))?;
             if meta.is_dir() {
-                return Ok(Source::Dir(Dir::open_path(p).map_err(|e| format!("{path}: {e}"))?));
+                return Ok(Source::Dir(
+                    Dir::open_path(p).map_err(|e| format!("{path}: {e}"))?,
+                ));
             }
             File::open(p).map_err(|e| format!("{path}: {e}"))?
         };
@@ -61,10 +63,14 @@ impl Source {
             for entry in ar.entries()? {
                 let e = entry?;
                 let raw = e.path_bytes().into_owned();
-                let Ok(comps) = clean_path(&raw) else { continue };
+                let Ok(comps) = clean_path(&raw) else {
+                    continue;
+                };
                 let kind = e.header().entry_type();
                 let m = if kind.is_symlink() || kind.is_hard_link() {
-                    let Some(t) = e.link_name_bytes() else { continue };
+                    let Some(t) = e.link_name_bytes() else {
+                        continue;
+                    };
                     if kind.is_hard_link() {
                         // A hard link names a member from the archive root.
                         let mut abs = b"/".to_vec();
@@ -100,7 +106,9 @@ impl Source {
             return Err(format!("{name} is too large ({size} bytes)"));
         }
         let mut v = Vec::with_capacity(size as usize);
-        r.take(JSON_LIMIT).read_to_end(&mut v).map_err(|e| format!("{name}: {e}"))?;
+        r.take(JSON_LIMIT)
+            .read_to_end(&mut v)
+            .map_err(|e| format!("{name}: {e}"))?;
         Ok(v)
     }
 
@@ -116,13 +124,31 @@ impl Source {
                     .map_err(|e| e.to_string())?;
                 for c in parents {
                     let cn = cbytes(c).map_err(|e| e.to_string())?;
-                    fd = sys::openat(std::os::fd::AsFd::as_fd(&fd), &cn, libc::O_PATH | libc::O_DIRECTORY, 0)
-                        .map_err(|e| format!("{name}: {e}"))?;
+                    fd = sys::openat(
+                        std::os::fd::AsFd::as_fd(&fd),
+                        &cn,
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                    )
+                    .map_err(|e| {
+                        if e.raw_os_error() == Some(libc::ENOENT) {
+                            format!("the archive has no member {name}")
+                        } else {
+                            format!("{name}: {e}")
+                        }
+                    })?;
                 }
                 let cn = cbytes(last).map_err(|e| e.to_string())?;
                 let f = File::from(
-                    sys::openat(std::os::fd::AsFd::as_fd(&fd), &cn, libc::O_RDONLY, 0)
-                        .map_err(|e| format!("{name}: {e}"))?,
+                    sys::openat(std::os::fd::AsFd::as_fd(&fd), &cn, libc::O_RDONLY, 0).map_err(
+                        |e| {
+                            if e.raw_os_error() == Some(libc::ENOENT) {
+                                format!("the archive has no member {name}")
+                            } else {
+                                format!("{name}: {e}")
+                            }
+                        },
+                    )?,
                 );
                 let size = f.metadata().map_err(|e| e.to_string())?.len();
                 if !f.metadata().map_err(|e| e.to_string())?.is_file() {
@@ -155,8 +181,9 @@ impl Source {
                             };
                             joined.push(b'/');
                             joined.extend_from_slice(t);
-                            let c = clean_path(&joined)
-                                .map_err(|e| format!("member {name} links outside the archive: {e}"))?;
+                            let c = clean_path(&joined).map_err(|e| {
+                                format!("member {name} links outside the archive: {e}")
+                            })?;
                             k = key(&c);
                         }
                     }
@@ -183,7 +210,10 @@ impl Read for MemberReader<'_> {
         let n = buf.len().min(left);
         let k = self.file.read_at(&mut buf[..n], self.pos)?;
         if k == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the archive is truncated"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive is truncated",
+            ));
         }
         self.pos += k as u64;
         Ok(k)

@@ -142,7 +142,9 @@ fn parse_time(s: &str) -> Option<i64> {
 
 /// `5 minutes ago`, as docker prints times.
 fn ago(created: &str) -> String {
-    let Some(t) = parse_time(created) else { return "N/A".into() };
+    let Some(t) = parse_time(created) else {
+        return "N/A".into();
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -169,13 +171,22 @@ fn image_size(store: &Store, img: &Image) -> u64 {
     img.chain_ids()
         .iter()
         .filter_map(|c| super::digest::hex_of(c).ok())
-        .map(|h| l.sub(h).and_then(|d| d.sub("diff")).map(|d| d.disk_usage()).unwrap_or(0))
+        .map(|h| {
+            l.sub(h)
+                .and_then(|d| d.sub("diff"))
+                .map(|d| d.disk_usage())
+                .unwrap_or(0)
+        })
         .sum()
 }
 
 pub fn image(s: &StoreArg, cmd: ImageCmd) -> Result<(), String> {
     match cmd {
-        ImageCmd::Import { source, name, progress } => {
+        ImageCmd::Import {
+            source,
+            name,
+            progress,
+        } => {
             let st = s.open(Hold::Change)?;
             let mut p = Progress::new(progress);
             for line in import::import(&st, &source, name.as_deref(), &mut p)? {
@@ -184,23 +195,43 @@ pub fn image(s: &StoreArg, cmd: ImageCmd) -> Result<(), String> {
         }
         ImageCmd::Ls => {
             let st = s.open(Hold::Read)?;
-            println!("{:<40} {:<12} {:<14} {:<16} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+            println!(
+                "{:<40} {:<12} {:<14} {:<16} SIZE",
+                "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+            );
             for img in st.images()? {
                 let created = ago(img.config["created"].as_str().unwrap_or_default());
                 let size = human(image_size(&st, &img));
-                let names = if img.names.is_empty() { vec!["<none>:<none>".to_string()] } else { img.names.clone() };
+                let names = if img.names.is_empty() {
+                    vec!["<none>:<none>".to_string()]
+                } else {
+                    img.names.clone()
+                };
                 for n in names {
                     let (r, t) = store::split_tag(&n);
-                    println!("{:<40} {:<12} {:<14} {:<16} {}", r, t.unwrap_or("<none>"), short(img.id()), created, size);
+                    println!(
+                        "{:<40} {:<12} {:<14} {:<16} {}",
+                        r,
+                        t.unwrap_or("<none>"),
+                        short(img.id()),
+                        created,
+                        size
+                    );
                 }
             }
         }
         ImageCmd::Inspect { reference } => {
             let st = s.open(Hold::Read)?;
             let img = st.resolve(&reference)?;
-            println!("{}", serde_json::to_string_pretty(&inspect(&st, &img)?).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&inspect(&st, &img)?).map_err(|e| e.to_string())?
+            );
         }
-        ImageCmd::History { reference, no_trunc } => {
+        ImageCmd::History {
+            reference,
+            no_trunc,
+        } => {
             let st = s.open(Hold::Read)?;
             history(&st, &st.resolve(&reference)?, no_trunc);
         }
@@ -213,11 +244,18 @@ pub fn image(s: &StoreArg, cmd: ImageCmd) -> Result<(), String> {
         ImageCmd::Rm { reference, force } => {
             let st = s.open(Hold::Change)?;
             let img = st.resolve(&reference)?;
-            let users: Vec<_> = container::list(&st)?.into_iter().filter(|c| c.image == img.manifest_digest).collect();
+            let users: Vec<_> = container::list(&st)?
+                .into_iter()
+                .filter(|c| c.image == img.manifest_digest)
+                .collect();
             let by_name = store::normalize_name(&reference);
             let untag_only = img.names.len() > 1 && img.names.contains(&by_name);
             if !untag_only && !users.is_empty() && !force {
-                return Err(format!("image {} is used by container {} (rm -f removes both)", short(img.id()), users[0].name));
+                return Err(format!(
+                    "image {} is used by container {} (rm -f removes both)",
+                    short(img.id()),
+                    users[0].name
+                ));
             }
             let mut idx = st.index()?;
             if untag_only {
@@ -236,7 +274,12 @@ pub fn image(s: &StoreArg, cmd: ImageCmd) -> Result<(), String> {
             st.write_index(&idx)?;
             gc::gc(&st)?;
         }
-        ImageCmd::Export { reference, output, format, progress } => {
+        ImageCmd::Export {
+            reference,
+            output,
+            format,
+            progress,
+        } => {
             let st = s.open(Hold::Read)?;
             let mut p = Progress::new(progress);
             export::export(&st, &reference, &output, format, &mut p)?;
@@ -275,8 +318,14 @@ fn inspect(st: &Store, img: &Image) -> Result<Value, String> {
 }
 
 fn history(st: &Store, img: &Image, no_trunc: bool) {
-    println!("{:<14} {:<16} {:<46} {:<10} {}", "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT");
-    let hist = img.config["history"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<14} {:<16} {:<46} {:<10} COMMENT",
+        "IMAGE", "CREATED", "CREATED BY", "SIZE"
+    );
+    let hist = img.config["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let chains = img.chain_ids();
     // Which layer each non-empty history entry made, bottom first.
     let mut layer_of = Vec::new();
@@ -291,7 +340,11 @@ fn history(st: &Store, img: &Image, no_trunc: bool) {
     }
     let layers = st.layers().ok();
     for (i, h) in hist.iter().enumerate().rev() {
-        let id = if i + 1 == hist.len() { short(img.id()).to_string() } else { "<missing>".into() };
+        let id = if i + 1 == hist.len() {
+            short(img.id()).to_string()
+        } else {
+            "<missing>".into()
+        };
         let mut by = h["created_by"].as_str().unwrap_or_default().to_string();
         if !no_trunc && by.chars().count() > 45 {
             by = by.chars().take(44).collect::<String>() + "…";
@@ -319,7 +372,10 @@ pub fn container_cmd(s: &StoreArg, cmd: ContainerCmd) -> Result<(), String> {
     match cmd {
         ContainerCmd::Create { reference, name } => {
             let st = s.open(Hold::Change)?;
-            println!("{}", container::create(&st, &reference, name.as_deref())?.id);
+            println!(
+                "{}",
+                container::create(&st, &reference, name.as_deref())?.id
+            );
         }
         ContainerCmd::Mount { name, dir } => {
             let st = s.open(Hold::Read)?;
@@ -336,7 +392,10 @@ pub fn container_cmd(s: &StoreArg, cmd: ContainerCmd) -> Result<(), String> {
         }
         ContainerCmd::Ls => {
             let st = s.open(Hold::Read)?;
-            println!("{:<14} {:<32} {:<16} {:<40} {:<10} {}", "CONTAINER ID", "IMAGE", "CREATED", "STATUS", "SIZE", "NAMES");
+            println!(
+                "{:<14} {:<32} {:<16} {:<40} {:<10} NAMES",
+                "CONTAINER ID", "IMAGE", "CREATED", "STATUS", "SIZE"
+            );
             let layers = st.layers().ok();
             for c in container::list(&st)? {
                 let status = match container::mounted_at(&st, &c) {
@@ -348,7 +407,15 @@ pub fn container_cmd(s: &StoreArg, cmd: ContainerCmd) -> Result<(), String> {
                     .and_then(|l| l.sub(&c.id).and_then(|d| d.sub("diff")).ok())
                     .map(|d| human(d.disk_usage()))
                     .unwrap_or_default();
-                println!("{:<14} {:<32} {:<16} {:<40} {:<10} {}", short(&c.id), c.image_name, ago(&c.created), status, size, c.name);
+                println!(
+                    "{:<14} {:<32} {:<16} {:<40} {:<10} {}",
+                    short(&c.id),
+                    c.image_name,
+                    ago(&c.created),
+                    status,
+                    size,
+                    c.name
+                );
             }
         }
         ContainerCmd::Rm { name, force } => {

@@ -64,7 +64,12 @@ impl<W: Write> Emitter<W> {
         }
         let keys: Vec<(String, &[u8])> = xattrs
             .iter()
-            .map(|(k, v)| (format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)), v.as_slice()))
+            .map(|(k, v)| {
+                (
+                    format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
+                    v.as_slice(),
+                )
+            })
             .collect();
         self.tar
             .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))
@@ -72,7 +77,14 @@ impl<W: Write> Emitter<W> {
 
     /// One entry: `data` is the file's contents for a regular file, `target` a
     /// symlink's target.
-    fn entry(&mut self, path: &str, st: &Stat, xattrs: &[(Vec<u8>, Vec<u8>)], data: Option<&mut dyn Read>, target: Option<Vec<u8>>) -> io::Result<()> {
+    fn entry(
+        &mut self,
+        path: &str,
+        st: &Stat,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        data: Option<&mut dyn Read>,
+        target: Option<Vec<u8>>,
+    ) -> io::Result<()> {
         let mut h = self.header(st);
         let p = rel(path);
         let ft = st.st_mode & libc::S_IFMT;
@@ -104,7 +116,11 @@ impl<W: Write> Emitter<W> {
             libc::S_IFLNK => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 let t = target.unwrap_or_default();
-                self.tar.append_link(&mut h, p, std::ffi::OsStr::new(&*String::from_utf8_lossy(&t)))
+                self.tar.append_link(
+                    &mut h,
+                    p,
+                    std::ffi::OsStr::new(&*String::from_utf8_lossy(&t)),
+                )
             }
             libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
                 h.set_entry_type(match ft {
@@ -139,15 +155,24 @@ impl<W: Write> Emitter<W> {
 }
 
 fn join(parent: &str, name: &[u8]) -> String {
-    format!("{}/{}", parent.trim_end_matches('/'), String::from_utf8_lossy(name))
+    format!(
+        "{}/{}",
+        parent.trim_end_matches('/'),
+        String::from_utf8_lossy(name)
+    )
 }
 
 fn xattr_is(at: At, what: Ovl, value: &[u8]) -> bool {
-    what.names().iter().any(|n| sys::getxattr(at, n).is_ok_and(|v| v == value))
+    what.names()
+        .iter()
+        .any(|n| sys::getxattr(at, n).is_ok_and(|v| v == value))
 }
 
 fn redirect_of(at: At) -> Option<Vec<u8>> {
-    Ovl::Redirect.names().iter().find_map(|n| sys::getxattr(at, n).ok())
+    Ovl::Redirect
+        .names()
+        .iter()
+        .find_map(|n| sys::getxattr(at, n).ok())
 }
 
 /// Walks the upper directory `dir` (at `path`), writing what it changes.
@@ -165,7 +190,9 @@ impl<W: Write> Walk<'_, W> {
             if private_xattr(&x) {
                 continue;
             }
-            let Ok(c) = CString::new(x.clone()) else { continue };
+            let Ok(c) = CString::new(x.clone()) else {
+                continue;
+            };
             if let Ok(v) = sys::getxattr(at, &c) {
                 out.push((x, v));
             }
@@ -176,10 +203,14 @@ impl<W: Write> Walk<'_, W> {
 
     fn dir(&mut self, dir: BorrowedFd, path: &str) -> io::Result<()> {
         let rd = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        let mut names: Vec<Vec<u8>> = sys::read_dir_all(rd.as_fd())?.into_iter().map(|e| e.name).collect();
+        let mut names: Vec<Vec<u8>> = sys::read_dir_all(rd.as_fd())?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         names.sort();
         for name in names {
-            let c = CString::new(name.clone()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let c = CString::new(name.clone())
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             if name.as_slice() == OPAQUE_MARKER.to_bytes() {
                 continue; // written with its directory
             }
@@ -200,14 +231,18 @@ impl<W: Write> Walk<'_, W> {
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR => {
                     let sub: OwnedFd = sys::openat(dir, &c, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-                    let sat = At { dir: sub.as_fd(), name: c"" };
+                    let sat = At {
+                        dir: sub.as_fd(),
+                        name: c"",
+                    };
                     if redirect_of(sat).is_some() {
                         self.whole(&p)?;
                         continue;
                     }
                     self.out.entry(&p, &st, &xattrs, None, None)?;
                     if xattr_is(sat, Ovl::Opaque, b"y")
-                        || sys::getxattr(sat, crate::ondisk::FUSE_OVERLAYFS_OPAQUE).is_ok_and(|v| v == b"y")
+                        || sys::getxattr(sat, crate::ondisk::FUSE_OVERLAYFS_OPAQUE)
+                            .is_ok_and(|v| v == b"y")
                         || sys::statat(sub.as_fd(), OPAQUE_MARKER).is_ok()
                     {
                         self.out.whiteout(&p, b".wh..opq")?;
@@ -230,8 +265,14 @@ impl<W: Write> Walk<'_, W> {
 
     /// A redirected directory: its whole merged contents, opaque.
     fn whole(&mut self, path: &str) -> io::Result<()> {
-        let comps: Vec<Vec<u8>> = path.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
-        let Some(item) = self.view.at(&comps)? else { return Ok(()) };
+        let comps: Vec<Vec<u8>> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        let Some(item) = self.view.at(&comps)? else {
+            return Ok(());
+        };
         self.view_tree(&item, path, true)
     }
 
@@ -264,30 +305,52 @@ impl<W: Write> Walk<'_, W> {
 }
 
 /// Writes the layer tar of the container's upper to `w`; returns the entry count.
-pub fn write_layer<W: Write>(store: &Store, c: &Container, w: W, timestamp: Option<i64>) -> Result<(u64, W), String> {
+pub fn write_layer<W: Write>(
+    store: &Store,
+    c: &Container,
+    w: W,
+    timestamp: Option<i64>,
+) -> Result<(u64, W), String> {
     let img = store.resolve(&c.image)?;
     let lowers = layers::lower_paths(store, &container::image_layers(&img)?)?;
     let upper = c.upper(store);
     let view = View::open(Some(&upper), &lowers)?;
-    let udir = super::fsdir::Dir::open_path(&upper).map_err(|e| format!("{}: {e}", upper.display()))?;
-    let root_x = sys::listxattr(At { dir: udir.fd(), name: c"" }).unwrap_or_default();
+    let udir =
+        super::fsdir::Dir::open_path(&upper).map_err(|e| format!("{}: {e}", upper.display()))?;
+    let root_x = sys::listxattr(At {
+        dir: udir.fd(),
+        name: c"",
+    })
+    .unwrap_or_default();
     let mut tar = tar::Builder::new(w);
     tar.mode(tar::HeaderMode::Complete);
     let mut walk = Walk {
-        out: Emitter { tar, seen: HashMap::new(), timestamp, entries: 0 },
+        out: Emitter {
+            tar,
+            seen: HashMap::new(),
+            timestamp,
+            entries: 0,
+        },
         view: &view,
         stat_override: override_stat::detect(&root_x),
     };
-    walk.dir(udir.fd(), "/").map_err(|e| format!("reading the container's upper: {e}"))?;
+    walk.dir(udir.fd(), "/")
+        .map_err(|e| format!("reading the container's upper: {e}"))?;
     let n = walk.out.entries;
-    let w = walk.out.tar.into_inner().map_err(|e| format!("writing the layer: {e}"))?;
+    let w = walk
+        .out
+        .tar
+        .into_inner()
+        .map_err(|e| format!("writing the layer: {e}"))?;
     Ok((n, w))
 }
 
 /// Parses one `-c` change (a Dockerfile instruction) into the config.
 pub fn apply_change(config: &mut Value, change: &str) -> Result<String, String> {
     let change = change.trim();
-    let (instr, rest) = change.split_once(char::is_whitespace).unwrap_or((change, ""));
+    let (instr, rest) = change
+        .split_once(char::is_whitespace)
+        .unwrap_or((change, ""));
     let rest = rest.trim();
     let cfg = &mut config["config"];
     if cfg.is_null() {
@@ -349,16 +412,31 @@ pub fn apply_change(config: &mut Value, change: &str) -> Result<String, String> 
 }
 
 /// `stratafs commit`: returns the new image's ID.
-pub fn commit(store: &Store, c: &Container, req: &Request, progress: &mut Progress) -> Result<String, String> {
+pub fn commit(
+    store: &Store,
+    c: &Container,
+    req: &Request,
+    progress: &mut Progress,
+) -> Result<String, String> {
     let img = store.resolve(&c.image)?;
     let tmp = store.tmp().map_err(|e| format!("tmp/: {e}"))?;
     let blob_name = format!("commit-{}.tar", std::process::id());
-    let file = tmp.create(&blob_name, 0o644).map_err(|e| format!("staging the layer: {e}"))?;
+    let file = tmp
+        .create(&blob_name, 0o644)
+        .map_err(|e| format!("staging the layer: {e}"))?;
     progress.step("Writing layer of", &c.id, 0);
-    let (entries, w) = write_layer(store, c, HashingWriter::new(io::BufWriter::new(file)), req.timestamp)?;
+    let (entries, w) = write_layer(
+        store,
+        c,
+        HashingWriter::new(io::BufWriter::new(file)),
+        req.timestamp,
+    )?;
     let (diff_id, size, bw) = w.finish();
-    let f = bw.into_inner().map_err(|e| format!("writing the layer: {e}"))?;
-    f.sync_all().map_err(|e| format!("writing the layer: {e}"))?;
+    let f = bw
+        .into_inner()
+        .map_err(|e| format!("writing the layer: {e}"))?;
+    f.sync_all()
+        .map_err(|e| format!("writing the layer: {e}"))?;
     drop(f);
     progress.set(size);
     // The new layer on the image's stack.
@@ -371,10 +449,20 @@ pub fn commit(store: &Store, c: &Container, req: &Request, progress: &mut Progre
     if store.layer_dir(&chain)?.is_none() {
         let s = layers::stage(store, &format!("commit-layer-{}", std::process::id()))?;
         let lowers = layers::diff_dirs(store, &container::image_layers(&img)?)?;
-        let opt = Options { rootless: sys::geteuid() != 0, max_bytes: u64::MAX };
+        let opt = Options {
+            rootless: sys::geteuid() != 0,
+            max_bytes: u64::MAX,
+        };
         let mut report = Report::default();
         let blob = tmp.open(&blob_name).map_err(|e| e.to_string())?;
-        extract::unpack(io::BufReader::new(blob), &s.diff, &lowers, &opt, &mut report, &mut |_| {})?;
+        extract::unpack(
+            io::BufReader::new(blob),
+            &s.diff,
+            &lowers,
+            &opt,
+            &mut report,
+            &mut |_| {},
+        )?;
         staged = Some(s);
     }
     // The config: a history entry, the DiffID, the changes.
@@ -419,7 +507,8 @@ pub fn commit(store: &Store, c: &Container, req: &Request, progress: &mut Progre
     if blobs.exists(hex) {
         let _ = tmp.remove(&blob_name);
     } else {
-        tmp.rename(&blob_name, &blobs, hex).map_err(|e| format!("placing the layer blob: {e}"))?;
+        tmp.rename(&blob_name, &blobs, hex)
+            .map_err(|e| format!("placing the layer blob: {e}"))?;
     }
     if let Some(s) = staged {
         let below = container::image_layers(&img)?;
@@ -428,6 +517,9 @@ pub fn commit(store: &Store, c: &Container, req: &Request, progress: &mut Progre
     store.put_blob(&config_bytes)?;
     let md = store.put_blob(&manifest_bytes)?;
     store.tag(&md, manifest_bytes.len() as u64, req.tag)?;
-    progress.done(&format!("committed {entries} entries ({})", super::progress::human(size)));
+    progress.done(&format!(
+        "committed {entries} entries ({})",
+        super::progress::human(size)
+    ));
     Ok(config_digest)
 }

@@ -51,15 +51,24 @@ pub fn list(store: &Store) -> Result<Vec<Container>, String> {
     if !store.dir.exists("containers.json") {
         return Ok(Vec::new());
     }
-    let raw = store.dir.read("containers.json").map_err(|e| format!("containers.json: {e}"))?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|e| format!("containers.json is corrupt: {e}"))?;
-    Ok(v.as_array().map(|a| a.iter().filter_map(Container::from_json).collect()).unwrap_or_default())
+    let raw = store
+        .dir
+        .read("containers.json")
+        .map_err(|e| format!("containers.json: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(&raw).map_err(|e| format!("containers.json is corrupt: {e}"))?;
+    Ok(v.as_array()
+        .map(|a| a.iter().filter_map(Container::from_json).collect())
+        .unwrap_or_default())
 }
 
 fn save(store: &Store, all: &[Container]) -> Result<(), String> {
     let v: Vec<Value> = all.iter().map(Container::to_json).collect();
     let bytes = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
-    store.dir.write_atomic("containers.json", &bytes).map_err(|e| format!("containers.json: {e}"))
+    store
+        .dir
+        .write_atomic("containers.json", &bytes)
+        .map_err(|e| format!("containers.json: {e}"))
 }
 
 /// The container a name or an id (prefix) names.
@@ -68,7 +77,10 @@ pub fn find(store: &Store, what: &str) -> Result<Container, String> {
     if let Some(c) = all.iter().find(|c| c.name == what) {
         return Ok(c.clone());
     }
-    let hits: Vec<&Container> = all.iter().filter(|c| what.len() >= 3 && c.id.starts_with(what)).collect();
+    let hits: Vec<&Container> = all
+        .iter()
+        .filter(|c| what.len() >= 3 && c.id.starts_with(what))
+        .collect();
     match hits.as_slice() {
         [c] => Ok((*c).clone()),
         [] => Err(format!("no container '{what}'")),
@@ -117,7 +129,12 @@ pub fn rfc3339(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The image's layer ids in the store, topmost first.
@@ -135,12 +152,17 @@ pub fn create(store: &Store, reference: &str, name: Option<&str>) -> Result<Cont
     let below = image_layers(&img)?;
     for id in &below {
         if store.layers().map(|l| !l.exists(id)).unwrap_or(true) {
-            return Err(format!("layer {id} of image {} is missing from the store", &img.id()[..12]));
+            return Err(format!(
+                "layer {id} of image {} is missing from the store",
+                &img.id()[..12]
+            ));
         }
     }
     let mut all = list(store)?;
     let id = new_id();
-    let name = name.map(String::from).unwrap_or_else(|| format!("stratafs-{}", &id[..12]));
+    let name = name
+        .map(String::from)
+        .unwrap_or_else(|| format!("stratafs-{}", &id[..12]));
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return Err(format!("bad container name '{name}'"));
     }
@@ -153,7 +175,11 @@ pub fn create(store: &Store, reference: &str, name: Option<&str>) -> Result<Cont
         id,
         name,
         image: img.manifest_digest.clone(),
-        image_name: img.names.first().cloned().unwrap_or_else(|| img.id()[..12].to_string()),
+        image_name: img
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| img.id()[..12].to_string()),
         created: now_rfc3339(),
     };
     all.push(c.clone());
@@ -171,12 +197,16 @@ pub fn mounted_at(store: &Store, c: &Container) -> Option<PathBuf> {
         let dash = f.iter().position(|x| *x == "-")?;
         let ours = f.get(dash + 1) == Some(&"fuse.stratafs")
             && f.get(dash + 2).map(|s| unescape(s)) == Some(want.clone());
-        ours.then(|| f.get(4).map(|p| PathBuf::from(unescape(p)))).flatten()
+        ours.then(|| f.get(4).map(|p| PathBuf::from(unescape(p))))
+            .flatten()
     })
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// `container mount`: mounts the container at `dir` (default `merged/`); returns the
@@ -192,7 +222,12 @@ pub fn mount(store: &Store, c: &Container, dir: Option<&Path>) -> Result<PathBuf
         None => c.merged(store),
     };
     let base = store.layer_path(&c.id);
-    let esc = |p: &Path| p.to_string_lossy().replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:");
+    let esc = |p: &Path| {
+        p.to_string_lossy()
+            .replace('\\', "\\\\")
+            .replace(',', "\\,")
+            .replace(':', "\\:")
+    };
     let lower = lowers.iter().map(|p| esc(p)).collect::<Vec<_>>().join(":");
     let mut opts = format!(
         "lowerdir={lower},upperdir={},workdir={},fsname=stratafs:{}",
@@ -203,7 +238,8 @@ pub fn mount(store: &Store, c: &Container, dir: Option<&Path>) -> Result<PathBuf
     if crate::sys::geteuid() != 0 {
         opts.push_str(",xattr_permissions=2");
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the stratafs binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the stratafs binary: {e}"))?;
     let out = std::process::Command::new(exe)
         .arg("-o")
         .arg(&opts)
@@ -220,7 +256,9 @@ pub fn mount(store: &Store, c: &Container, dir: Option<&Path>) -> Result<PathBuf
 
 /// `container umount`: unmounts it wherever it is mounted.
 pub fn umount(store: &Store, c: &Container) -> Result<Option<PathBuf>, String> {
-    let Some(p) = mounted_at(store, c) else { return Ok(None) };
+    let Some(p) = mounted_at(store, c) else {
+        return Ok(None);
+    };
     let cp = std::ffi::CString::new(p.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
     crate::mount::unmount(&cp);
     Ok(Some(p))
@@ -230,7 +268,10 @@ pub fn umount(store: &Store, c: &Container) -> Result<Option<PathBuf>, String> {
 pub fn remove(store: &Store, c: &Container, force: bool) -> Result<(), String> {
     if mounted_at(store, c).is_some() {
         if !force {
-            return Err(format!("container {} is mounted; `stratafs container umount {}` first (or rm -f)", c.name, c.name));
+            return Err(format!(
+                "container {} is mounted; `stratafs container umount {}` first (or rm -f)",
+                c.name, c.name
+            ));
         }
         umount(store, c)?;
     }

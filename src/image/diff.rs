@@ -57,14 +57,23 @@ pub fn changes(new: &View, old: &View) -> io::Result<Vec<Change>> {
     Ok(out)
 }
 
-fn walk(new: &View, old: &View, dir: &Item, odir: Option<&Item>, path: &str, out: &mut Vec<Change>) -> io::Result<()> {
+fn walk(
+    new: &View,
+    old: &View,
+    dir: &Item,
+    odir: Option<&Item>,
+    path: &str,
+    out: &mut Vec<Change>,
+) -> io::Result<()> {
     let at_entry = out.len();
     let mut old_names: Vec<Vec<u8>> = match odir {
         Some(o) if o.is_dir() => old.names(o)?,
         _ => Vec::new(),
     };
     for name in new.names(dir)? {
-        let Some(item) = new.child(dir, &name)? else { continue };
+        let Some(item) = new.child(dir, &name)? else {
+            continue;
+        };
         let p = join(path, &name);
         let oitem = match odir {
             Some(o) if o.is_dir() && old_names.contains(&name) => old.child(o, &name)?,
@@ -78,7 +87,14 @@ fn walk(new: &View, old: &View, dir: &Item, odir: Option<&Item>, path: &str, out
         }
         if item.is_dir() && (oitem.is_none() || new.in_upper(&item)) {
             let before = out.len();
-            walk(new, old, &item, oitem.as_ref().filter(|o| o.is_dir()), &p, out)?;
+            walk(
+                new,
+                old,
+                &item,
+                oitem.as_ref().filter(|o| o.is_dir()),
+                &p,
+                out,
+            )?;
             let inner = out.len() > before;
             if inner && oitem.is_some() && !out[..before].iter().any(|(_, x)| *x == p) {
                 out.insert(before, (Kind::Change, p.clone()));

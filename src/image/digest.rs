@@ -21,7 +21,10 @@ pub fn hex_of(digest: &str) -> Result<&str, String> {
     let h = digest
         .strip_prefix("sha256:")
         .ok_or_else(|| format!("unsupported digest '{digest}' (only sha256 is)"))?;
-    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(h)
     } else {
         Err(format!("malformed digest '{digest}'"))

@@ -38,7 +38,8 @@ fn add_bytes<W: Write>(t: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::
 
 fn index_json(img: &Image, store: &Store) -> Result<Vec<u8>, String> {
     let size = store.read_blob(&img.manifest_digest)?.len();
-    let mut desc = json!({"mediaType": store::MANIFEST_OCI, "digest": img.manifest_digest, "size": size});
+    let mut desc =
+        json!({"mediaType": store::MANIFEST_OCI, "digest": img.manifest_digest, "size": size});
     if let Some(n) = img.names.first() {
         desc["annotations"] = json!({ store::REF_NAME: n });
     }
@@ -47,7 +48,10 @@ fn index_json(img: &Image, store: &Store) -> Result<Vec<u8>, String> {
 
 /// Every blob the image's manifest names, manifest included.
 fn blobs_of(img: &Image) -> Vec<(String, u64)> {
-    let mut v = vec![(img.manifest_digest.clone(), 0), (img.config_digest.clone(), 0)];
+    let mut v = vec![
+        (img.manifest_digest.clone(), 0),
+        (img.config_digest.clone(), 0),
+    ];
     for l in img.layer_descriptors() {
         if let Some(d) = l["digest"].as_str() {
             v.push((d.to_string(), l["size"].as_u64().unwrap_or(0)));
@@ -56,10 +60,22 @@ fn blobs_of(img: &Image) -> Vec<(String, u64)> {
     v
 }
 
-pub fn export(store: &Store, reference: &str, out: &Path, format: Format, progress: &mut Progress) -> Result<(), String> {
+pub fn export(
+    store: &Store,
+    reference: &str,
+    out: &Path,
+    format: Format,
+    progress: &mut Progress,
+) -> Result<(), String> {
     let img = store.resolve(reference)?;
-    let name = out.file_name().ok_or_else(|| format!("{}: not a file name", out.display()))?;
-    let tmp = out.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = out
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", out.display()))?;
+    let tmp = out.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = match format {
         Format::Oci => write_oci_dir(store, &img, &tmp, progress),
         _ => File::create(&tmp)
@@ -83,11 +99,23 @@ pub fn export(store: &Store, reference: &str, out: &Path, format: Format, progre
         std::fs::remove_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     }
     std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
-    progress.done(&format!("exported {} to {}", img.names.first().map(String::as_str).unwrap_or(&img.id()[..12]), out.display()));
+    progress.done(&format!(
+        "exported {} to {}",
+        img.names
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&img.id()[..12]),
+        out.display()
+    ));
     Ok(())
 }
 
-fn write_oci_tar<W: Write>(store: &Store, img: &Image, t: &mut tar::Builder<W>, progress: &mut Progress) -> Result<(), String> {
+fn write_oci_tar<W: Write>(
+    store: &Store,
+    img: &Image,
+    t: &mut tar::Builder<W>,
+    progress: &mut Progress,
+) -> Result<(), String> {
     let e = |x: io::Error| x.to_string();
     add_bytes(t, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(e)?;
     add_bytes(t, "index.json", &index_json(img, store)?).map_err(e)?;
@@ -96,12 +124,18 @@ fn write_oci_tar<W: Write>(store: &Store, img: &Image, t: &mut tar::Builder<W>, 
         let size = f.metadata().map_err(e)?.len();
         progress.step("Writing", &d, size);
         let mut h = header(size, 0o644);
-        t.append_data(&mut h, format!("blobs/sha256/{}", digest::hex_of(&d)?), f).map_err(e)?;
+        t.append_data(&mut h, format!("blobs/sha256/{}", digest::hex_of(&d)?), f)
+            .map_err(e)?;
     }
     Ok(())
 }
 
-fn write_oci_dir(store: &Store, img: &Image, dir: &Path, progress: &mut Progress) -> Result<(), String> {
+fn write_oci_dir(
+    store: &Store,
+    img: &Image,
+    dir: &Path,
+    progress: &mut Progress,
+) -> Result<(), String> {
     let e = |x: io::Error| format!("{}: {x}", dir.display());
     std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(e)?;
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(e)?;
@@ -115,7 +149,12 @@ fn write_oci_dir(store: &Store, img: &Image, dir: &Path, progress: &mut Progress
     Ok(())
 }
 
-fn write_docker<W: Write>(store: &Store, img: &Image, t: &mut tar::Builder<W>, progress: &mut Progress) -> Result<(), String> {
+fn write_docker<W: Write>(
+    store: &Store,
+    img: &Image,
+    t: &mut tar::Builder<W>,
+    progress: &mut Progress,
+) -> Result<(), String> {
     let e = |x: io::Error| x.to_string();
     let diff_ids = img.diff_ids();
     let mut layer_names = Vec::new();
@@ -150,13 +189,25 @@ fn write_docker<W: Write>(store: &Store, img: &Image, t: &mut tar::Builder<W>, p
     let config_name = format!("{}.json", img.id());
     add_bytes(t, &config_name, &img.config_bytes).map_err(e)?;
     let manifest = json!([{"Config": config_name, "RepoTags": img.names, "Layers": layer_names}]);
-    add_bytes(t, "manifest.json", &serde_json::to_vec(&manifest).map_err(|x| x.to_string())?).map_err(e)?;
+    add_bytes(
+        t,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).map_err(|x| x.to_string())?,
+    )
+    .map_err(e)?;
     let mut repos = serde_json::Map::new();
     for n in &img.names {
         let (r, tag) = store::split_tag(n);
-        let top = digest::hex_of(diff_ids.last().map(String::as_str).unwrap_or_default()).unwrap_or_default();
-        repos.entry(r.to_string()).or_insert_with(|| json!({}))[tag.unwrap_or("latest")] = json!(top);
+        let top = digest::hex_of(diff_ids.last().map(String::as_str).unwrap_or_default())
+            .unwrap_or_default();
+        repos.entry(r.to_string()).or_insert_with(|| json!({}))[tag.unwrap_or("latest")] =
+            json!(top);
     }
-    add_bytes(t, "repositories", &serde_json::to_vec(&repos).map_err(|x| x.to_string())?).map_err(e)?;
+    add_bytes(
+        t,
+        "repositories",
+        &serde_json::to_vec(&repos).map_err(|x| x.to_string())?,
+    )
+    .map_err(e)?;
     Ok(())
 }

@@ -76,7 +76,10 @@ pub fn clean_path(raw: &[u8]) -> Result<Comps, String> {
 }
 
 fn show(c: &[Vec<u8>]) -> String {
-    let v: Vec<String> = c.iter().map(|x| String::from_utf8_lossy(x).into()).collect();
+    let v: Vec<String> = c
+        .iter()
+        .map(|x| String::from_utf8_lossy(x).into())
+        .collect();
     v.join("/")
 }
 
@@ -140,9 +143,7 @@ pub fn unpack(
         opaque_done: Vec::new(),
     };
     let mut ar = tar::Archive::new(src);
-    let entries = ar
-        .entries()
-        .map_err(|e| format!("not a tar stream: {e}"))?;
+    let entries = ar.entries().map_err(|e| format!("not a tar stream: {e}"))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("corrupt or truncated layer: {e}"))?;
         u.entry(&mut entry)?;
@@ -160,7 +161,17 @@ pub fn unpack(
     }
     if opt.rootless && !dirs.iter().any(|(c, _)| c.is_empty()) {
         // The root's own marker, which tells the mount the layer keeps owners in xattrs.
-        let _ = override_stat::write_typed(override_stat::CONTAINERS, At { dir: root.fd(), name: c"" }, 0, 0, 0o755, "dir");
+        let _ = override_stat::write_typed(
+            override_stat::CONTAINERS,
+            At {
+                dir: root.fd(),
+                name: c"",
+            },
+            0,
+            0,
+            0o755,
+            "dir",
+        );
     }
     Ok(())
 }
@@ -238,12 +249,22 @@ impl Unpacker<'_> {
                         m.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
                     }
                 } else if key == b"mtime" {
-                    if let Some(t) = std::str::from_utf8(ext.value_bytes()).ok().and_then(parse_time) {
+                    if let Some(t) = std::str::from_utf8(ext.value_bytes())
+                        .ok()
+                        .and_then(parse_time)
+                    {
                         m.mtime = t;
                     }
                 } else if key == b"uid" || key == b"gid" {
-                    if let Some(v) = std::str::from_utf8(ext.value_bytes()).ok().and_then(|s| s.parse().ok()) {
-                        if key == b"uid" { m.uid = v } else { m.gid = v }
+                    if let Some(v) = std::str::from_utf8(ext.value_bytes())
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        if key == b"uid" {
+                            m.uid = v
+                        } else {
+                            m.gid = v
+                        }
                     }
                 }
             }
@@ -255,7 +276,13 @@ impl Unpacker<'_> {
         let raw = e.path_bytes().into_owned();
         let comps = clean_path(&raw).map_err(|m| format!("refused: {m}"))?;
         let kind = e.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink) {
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
             return Ok(());
         }
         let Some(last) = comps.last() else {
@@ -301,8 +328,23 @@ impl Unpacker<'_> {
                         self.opt.max_bytes
                     ));
                 }
-                let fd = sys::openat(p, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-                    .map_err(|x| io("create", x))?;
+                if size >= 1 << 20 {
+                    // A clean abort before the disk fills (holes may make it fit after
+                    // all, but a layer that large and that empty is not worth the risk).
+                    if let Ok(vfs) = sys::fstatfs(p) {
+                        let avail = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+                        if size > avail {
+                            return Err(format!("'{here}' needs {size} bytes, the store's filesystem has {avail} free"));
+                        }
+                    }
+                }
+                let fd = sys::openat(
+                    p,
+                    &name,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )
+                .map_err(|x| io("create", x))?;
                 let n = write_sparse(e, fd.as_fd(), self.opt.max_bytes - self.report.bytes)
                     .map_err(|x| io("writing", x))?;
                 self.report.bytes += n;
@@ -325,7 +367,8 @@ impl Unpacker<'_> {
                         String::from_utf8_lossy(&target)
                     ));
                 }
-                let t = clean_path(&target).map_err(|m| format!("refused: hard link '{here}': {m}"))?;
+                let t =
+                    clean_path(&target).map_err(|m| format!("refused: hard link '{here}': {m}"))?;
                 self.links.push((comps, t));
                 return Ok(());
             }
@@ -338,7 +381,11 @@ impl Unpacker<'_> {
                         "refused: '{here}' is a char device 0/0, which would read as a whiteout"
                     ));
                 }
-                let t = if is_char { libc::S_IFCHR } else { libc::S_IFBLK };
+                let t = if is_char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
                 let dev = libc::makedev(major, minor);
                 let made = if self.opt.rootless {
                     Err(io::Error::from_raw_os_error(libc::EPERM))
@@ -349,11 +396,31 @@ impl Unpacker<'_> {
                     Ok(()) => t,
                     Err(x) if x.raw_os_error() == Some(libc::EPERM) => {
                         // A plain user: an empty file standing for the device.
-                        drop(sys::openat(p, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-                            .map_err(|x| io("create", x))?);
-                        let tname = format!("{}-{major}-{minor}", if is_char { "char" } else { "block" });
-                        override_stat::write_typed(override_stat::CONTAINERS, At { dir: p, name: &name }, meta.uid, meta.gid, meta.mode, &tname)
-                            .map_err(|x| io("recording the device in user.containers.override_stat", x))?;
+                        drop(
+                            sys::openat(
+                                p,
+                                &name,
+                                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                                0o600,
+                            )
+                            .map_err(|x| io("create", x))?,
+                        );
+                        let tname =
+                            format!("{}-{major}-{minor}", if is_char { "char" } else { "block" });
+                        override_stat::write_typed(
+                            override_stat::CONTAINERS,
+                            At {
+                                dir: p,
+                                name: &name,
+                            },
+                            meta.uid,
+                            meta.gid,
+                            meta.mode,
+                            &tname,
+                        )
+                        .map_err(|x| {
+                            io("recording the device in user.containers.override_stat", x)
+                        })?;
                         self.report.warn(format!("'{here}': device node kept as a file with user.containers.override_stat (no root)"));
                         self.set_xattrs_times(p, &name, &meta, &comps);
                         return Ok(());
@@ -366,7 +433,8 @@ impl Unpacker<'_> {
                 libc::S_IFIFO
             }
             other => {
-                self.report.warn(format!("'{here}': entry type {other:?} skipped"));
+                self.report
+                    .warn(format!("'{here}': entry type {other:?} skipped"));
                 return Ok(());
             }
         };
@@ -378,7 +446,11 @@ impl Unpacker<'_> {
         let (parent, _) = self.locate(comps)?;
         let p = parent.as_fd();
         if hidden == b".wh..opq" {
-            let xattr = if self.opt.rootless { c"user.overlay.opaque" } else { c"trusted.overlay.opaque" };
+            let xattr = if self.opt.rootless {
+                c"user.overlay.opaque"
+            } else {
+                c"trusted.overlay.opaque"
+            };
             sys::setxattr(At { dir: p, name: c"" }, xattr, b"y", 0)
                 .map_err(|e| format!("'{here}': marking the directory opaque: {e}"))?;
             self.opaque_done.push(comps.clone());
@@ -402,31 +474,53 @@ impl Unpacker<'_> {
 
     fn set_xattrs_times(&mut self, p: BorrowedFd, name: &CStr, meta: &Meta, comps: &Comps) {
         for (k, v) in &meta.xattrs {
-            let Ok(kc) = CString::new(k.clone()) else { continue };
+            let Ok(kc) = CString::new(k.clone()) else {
+                continue;
+            };
             if let Err(e) = sys::setxattr(At { dir: p, name }, &kc, v, 0) {
-                self.report.warn(format!("'{}': xattr {} not kept: {e}", show(comps), String::from_utf8_lossy(k)));
+                self.report.warn(format!(
+                    "'{}': xattr {} not kept: {e}",
+                    show(comps),
+                    String::from_utf8_lossy(k)
+                ));
             }
         }
         let t = [meta.mtime, meta.mtime];
         let _ = sys::utimensat(p, name, &t);
     }
 
-    fn apply_meta(&mut self, p: BorrowedFd, name: &CStr, meta: &Meta, ftype: u32, comps: &Comps) -> Result<(), String> {
+    fn apply_meta(
+        &mut self,
+        p: BorrowedFd,
+        name: &CStr,
+        meta: &Meta,
+        ftype: u32,
+        comps: &Comps,
+    ) -> Result<(), String> {
         let here = show(comps);
         if self.opt.rootless {
             if ftype != libc::S_IFLNK {
                 let keep = if ftype == libc::S_IFDIR { 0o700 } else { 0o600 };
-                sys::chmodat(p, name, meta.mode | keep).map_err(|e| format!("'{here}': chmod: {e}"))?;
+                sys::chmodat(p, name, meta.mode | keep)
+                    .map_err(|e| format!("'{here}': chmod: {e}"))?;
                 let tname = match ftype {
                     libc::S_IFDIR => "dir",
                     libc::S_IFIFO => "pipe",
                     _ => "file",
                 };
-                override_stat::write_typed(override_stat::CONTAINERS, At { dir: p, name }, meta.uid, meta.gid, meta.mode, tname)
-                    .map_err(|e| format!("'{here}': user.containers.override_stat: {e}"))?;
+                override_stat::write_typed(
+                    override_stat::CONTAINERS,
+                    At { dir: p, name },
+                    meta.uid,
+                    meta.gid,
+                    meta.mode,
+                    tname,
+                )
+                .map_err(|e| format!("'{here}': user.containers.override_stat: {e}"))?;
             }
         } else {
-            sys::chownat(p, name, meta.uid, meta.gid).map_err(|e| format!("'{here}': chown: {e}"))?;
+            sys::chownat(p, name, meta.uid, meta.gid)
+                .map_err(|e| format!("'{here}': chown: {e}"))?;
             if ftype != libc::S_IFLNK {
                 sys::chmodat(p, name, meta.mode).map_err(|e| format!("'{here}': chmod: {e}"))?;
             }
@@ -439,15 +533,21 @@ impl Unpacker<'_> {
     /// a lower layer only is copied in.
     fn hard_link(&mut self, link: &Comps, target: &Comps) -> Result<(), String> {
         let here = show(link);
-        let (tp, tname) = self.locate(target).map_err(|m| format!("refused: hard link '{here}': {m}"))?;
+        let (tp, tname) = self
+            .locate(target)
+            .map_err(|m| format!("refused: hard link '{here}': {m}"))?;
         let (lp, lname) = self.locate(link)?;
         match sys::statat(tp.as_fd(), &tname) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                return Err(format!("refused: hard link '{here}' to the directory '{}'", show(target)))
+                return Err(format!(
+                    "refused: hard link '{here}' to the directory '{}'",
+                    show(target)
+                ))
             }
             Ok(_) => {
                 if sys::statat(lp.as_fd(), &lname).is_ok() {
-                    crate::work::remove_tree(lp.as_fd(), &lname).map_err(|e| format!("'{here}': {e}"))?;
+                    crate::work::remove_tree(lp.as_fd(), &lname)
+                        .map_err(|e| format!("'{here}': {e}"))?;
                 }
                 return sys::linkat(tp.as_fd(), &tname, lp.as_fd(), &lname)
                     .map_err(|e| format!("'{here}': link: {e}"));
@@ -460,10 +560,16 @@ impl Unpacker<'_> {
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                     continue;
                 }
-                let fd = sys::openat(lp.as_fd(), &lname, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-                    .map_err(|e| format!("'{here}': {e}"))?;
+                let fd = sys::openat(
+                    lp.as_fd(),
+                    &lname,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )
+                .map_err(|e| format!("'{here}': {e}"))?;
                 let mut from = std::fs::File::from(src);
-                write_sparse(&mut from, fd.as_fd(), u64::MAX).map_err(|e| format!("'{here}': {e}"))?;
+                write_sparse(&mut from, fd.as_fd(), u64::MAX)
+                    .map_err(|e| format!("'{here}': {e}"))?;
                 let _ = sys::fchmod(fd.as_fd(), st.st_mode & 0o7777);
                 self.report.warn(format!(
                     "'{here}': hard link to '{}' of a lower layer; copied in",
@@ -472,7 +578,10 @@ impl Unpacker<'_> {
                 return Ok(());
             }
         }
-        Err(format!("refused: hard link '{here}' to '{}', which is not in the image", show(target)))
+        Err(format!(
+            "refused: hard link '{here}' to '{}', which is not in the image",
+            show(target)
+        ))
     }
 }
 
@@ -481,9 +590,21 @@ fn open_in(layer: &Dir, comps: &Comps) -> Option<(OwnedFd, sys::Stat)> {
     let (name, parents) = comps.split_last()?;
     let mut fd = sys::openat(layer.fd(), c"", libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
     for c in parents {
-        fd = sys::openat(fd.as_fd(), &CString::new(c.clone()).ok()?, libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+        fd = sys::openat(
+            fd.as_fd(),
+            &CString::new(c.clone()).ok()?,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )
+        .ok()?;
     }
-    let f = sys::openat(fd.as_fd(), &CString::new(name.clone()).ok()?, libc::O_RDONLY, 0).ok()?;
+    let f = sys::openat(
+        fd.as_fd(),
+        &CString::new(name.clone()).ok()?,
+        libc::O_RDONLY,
+        0,
+    )
+    .ok()?;
     let st = sys::fstat(f.as_fd()).ok()?;
     Some((f, st))
 }
@@ -497,7 +618,11 @@ fn parse_time(s: &str) -> Option<libc::timespec> {
     let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
     let tv_sec = sec.parse().ok()?;
     let digits: String = frac.chars().take(9).collect();
-    let tv_nsec = if digits.is_empty() { 0 } else { format!("{digits:0<9}").parse().ok()? };
+    let tv_nsec = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse().ok()?
+    };
     Some(libc::timespec { tv_sec, tv_nsec })
 }
 
@@ -520,7 +645,7 @@ pub fn write_sparse(src: &mut impl Read, fd: BorrowedFd, limit: u64) -> io::Resu
             break;
         }
         if off + n as u64 > limit {
-            return Err(io::Error::new(io::ErrorKind::Other, "larger than the size limit"));
+            return Err(io::Error::other("larger than the size limit"));
         }
         for chunk in buf[..n].chunks(4096) {
             if chunk.iter().any(|b| *b != 0) {

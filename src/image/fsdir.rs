@@ -164,8 +164,12 @@ fn du(dir: BorrowedFd, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 
     };
     let mut total = 0;
     for e in entries {
-        let Ok(c) = CString::new(e.name) else { continue };
-        let Ok(st) = sys::statat(dir, &c) else { continue };
+        let Ok(c) = CString::new(e.name) else {
+            continue;
+        };
+        let Ok(st) = sys::statat(dir, &c) else {
+            continue;
+        };
         if st.st_mode & libc::S_IFMT == libc::S_IFREG && seen.insert((st.st_dev, st.st_ino)) {
             total += st.st_size as u64;
         }

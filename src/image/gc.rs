@@ -93,7 +93,12 @@ pub fn df(store: &Store) -> Result<String, String> {
     }
     let cont_bytes: u64 = containers
         .iter()
-        .map(|c| ldir.sub(&c.id).and_then(|d| d.sub("diff")).map(|d| d.disk_usage()).unwrap_or(0))
+        .map(|c| {
+            ldir.sub(&c.id)
+                .and_then(|d| d.sub("diff"))
+                .map(|d| d.disk_usage())
+                .unwrap_or(0)
+        })
         .sum();
     let blob_bytes = store.blobs().map(|b| b.disk_usage()).unwrap_or(0);
     Ok(format!(

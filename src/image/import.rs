@@ -87,14 +87,20 @@ fn parse_json(bytes: &[u8], what: &str) -> Result<Value, String> {
 
 /// Reads a blob of an OCI layout, checked against its descriptor.
 fn oci_blob(src: &Source, desc: &Value, what: &str) -> Result<Vec<u8>, String> {
-    let d = desc["digest"].as_str().ok_or_else(|| format!("{what}: no digest"))?;
+    let d = desc["digest"]
+        .as_str()
+        .ok_or_else(|| format!("{what}: no digest"))?;
     let hex = digest::hex_of(d)?;
     let bytes = src.read_small(&format!("blobs/sha256/{hex}"))?;
     if digest::of(&bytes) != d {
         return Err(format!("{what} {d}: digest mismatch"));
     }
     if desc["size"].as_u64() != Some(bytes.len() as u64) {
-        return Err(format!("{what} {d}: size mismatch ({} bytes, descriptor says {})", bytes.len(), desc["size"]));
+        return Err(format!(
+            "{what} {d}: size mismatch ({} bytes, descriptor says {})",
+            bytes.len(),
+            desc["size"]
+        ));
     }
     Ok(bytes)
 }
@@ -106,13 +112,19 @@ fn read_oci(src: &Source) -> Result<Vec<ImageIn>, String> {
         let mut desc = desc;
         let mut bytes = oci_blob(src, &desc, "manifest")?;
         let mut m = parse_json(&bytes, "the manifest")?;
-        let media = m["mediaType"].as_str().or(desc["mediaType"].as_str()).unwrap_or_default().to_string();
+        let media = m["mediaType"]
+            .as_str()
+            .or(desc["mediaType"].as_str())
+            .unwrap_or_default()
+            .to_string();
         if media.contains("index") || media.contains("manifest.list") {
             // An image index: the linux/amd64 image, or else the first.
             let list = m["manifests"].as_array().cloned().unwrap_or_default();
             let pick = list
                 .iter()
-                .find(|x| x["platform"]["architecture"] == "amd64" && x["platform"]["os"] == "linux")
+                .find(|x| {
+                    x["platform"]["architecture"] == "amd64" && x["platform"]["os"] == "linux"
+                })
                 .or(list.first())
                 .cloned()
                 .ok_or("an empty image index")?;
@@ -136,12 +148,19 @@ fn read_oci(src: &Source) -> Result<Vec<ImageIn>, String> {
         let config_bytes = oci_blob(src, cdesc, "config")?;
         let mut layers = Vec::new();
         for l in m["layers"].as_array().cloned().unwrap_or_default() {
-            let d = l["digest"].as_str().ok_or("a layer without a digest")?.to_string();
+            let d = l["digest"]
+                .as_str()
+                .ok_or("a layer without a digest")?
+                .to_string();
             let media = l["mediaType"].as_str().unwrap_or_default().to_string();
             let c = compression_of(&media).map_err(|e| format!("layer {d}: {e}"))?;
             layers.push(LayerIn {
                 member: format!("blobs/sha256/{}", digest::hex_of(&d)?),
-                size: Some(l["size"].as_u64().ok_or_else(|| format!("layer {d}: no size"))?),
+                size: Some(
+                    l["size"]
+                        .as_u64()
+                        .ok_or_else(|| format!("layer {d}: no size"))?,
+                ),
                 digest: Some(d),
                 compression: Some(c),
                 media: Some(media),
@@ -168,11 +187,18 @@ fn read_docker(src: &Source) -> Result<Vec<ImageIn>, String> {
     let manifest = parse_json(&src.read_small("manifest.json")?, "manifest.json")?;
     let mut out = Vec::new();
     for m in manifest.as_array().cloned().unwrap_or_default() {
-        let cfg = m["Config"].as_str().ok_or("manifest.json: an entry without Config")?;
+        let cfg = m["Config"]
+            .as_str()
+            .ok_or("manifest.json: an entry without Config")?;
         let config_bytes = src.read_small(cfg)?;
         // The config's file name is its digest, when the archive names it so.
-        let stem = cfg.rsplit('/').next().unwrap_or(cfg).trim_end_matches(".json");
-        if stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit())
+        let stem = cfg
+            .rsplit('/')
+            .next()
+            .unwrap_or(cfg)
+            .trim_end_matches(".json");
+        if stem.len() == 64
+            && stem.bytes().all(|b| b.is_ascii_hexdigit())
             && digest::of(&config_bytes) != format!("sha256:{stem}")
         {
             return Err(format!("config {cfg}: digest mismatch"));
@@ -184,7 +210,10 @@ fn read_docker(src: &Source) -> Result<Vec<ImageIn>, String> {
             .iter()
             .map(|l| {
                 Ok(LayerIn {
-                    member: l.as_str().ok_or("manifest.json: a layer that is not a name")?.to_string(),
+                    member: l
+                        .as_str()
+                        .ok_or("manifest.json: a layer that is not a name")?
+                        .to_string(),
                     digest: None,
                     size: None,
                     compression: None,
@@ -208,6 +237,15 @@ fn read_docker(src: &Source) -> Result<Vec<ImageIn>, String> {
         });
     }
     Ok(out)
+}
+
+/// Where a layer goes: what it must be (its DiffID), its ChainID, the ids of the
+/// layers below (topmost first) and their `diff/` directories.
+struct Place<'a> {
+    diff_id: &'a str,
+    chain: &'a str,
+    below: &'a [String],
+    lower_diffs: &'a [Dir],
 }
 
 /// The import's working state: what is staged, for the final moves.
@@ -241,42 +279,71 @@ impl Job<'_> {
         &mut self,
         src: &Source,
         l: &LayerIn,
-        diff_id: &str,
-        chain: &str,
-        below: &[String],
-        lower_diffs: &[Dir],
+        at: &Place,
         progress: &mut Progress,
     ) -> Result<Value, String> {
+        let Place {
+            diff_id,
+            chain,
+            below,
+            lower_diffs,
+        } = *at;
         let (mut raw, size) = src.reader(&l.member)?;
         if let Some(s) = l.size {
             if s != size {
-                return Err(format!("layer {}: size mismatch ({size} bytes, manifest says {s})", l.member));
+                return Err(format!(
+                    "layer {}: size mismatch ({size} bytes, manifest says {s})",
+                    l.member
+                ));
             }
         }
         let id = digest::hex_of(chain)?.to_string();
-        let have_layer = self.store.layer_dir(chain)?.is_some() || self.layers.iter().any(|(_, i, _)| *i == id);
+        let have_layer =
+            self.store.layer_dir(chain)?.is_some() || self.layers.iter().any(|(_, i, _)| *i == id);
         let keep_blob = !l.digest.as_deref().is_some_and(|d| self.staged_has_blob(d));
         self.seq += 1;
         let blob_name = format!("blob-{}", self.seq);
         let sink: Box<dyn Write> = if keep_blob {
-            Box::new(io::BufWriter::new(self.tmp.create(&blob_name, 0o644).map_err(|e| format!("staging a blob: {e}"))?))
+            Box::new(io::BufWriter::new(
+                self.tmp
+                    .create(&blob_name, 0o644)
+                    .map_err(|e| format!("staging a blob: {e}"))?,
+            ))
         } else {
             Box::new(io::sink())
         };
         let mut copy = HashingWriter::new(sink);
-        let staged = if have_layer { None } else { Some(layers::stage(self.store, &format!("layer-{}", self.seq))?) };
-        progress.step(if have_layer { "Checking" } else { "Unpacking" }, l.digest.as_deref().unwrap_or(diff_id), size);
+        let staged = if have_layer {
+            None
+        } else {
+            Some(layers::stage(self.store, &format!("layer-{}", self.seq))?)
+        };
+        progress.step(
+            if have_layer { "Checking" } else { "Unpacking" },
+            l.digest.as_deref().unwrap_or(diff_id),
+            size,
+        );
         let mut report = Report::default();
         let got_diff_id;
         let used;
         {
-            let tee = TeeReader { inner: &mut raw, copy: &mut copy };
+            let tee = TeeReader {
+                inner: &mut raw,
+                copy: &mut copy,
+            };
             let mut buffered = BufReader::with_capacity(1 << 16, tee);
-            let head = buffered.fill_buf().map_err(|e| format!("layer {}: {e}", l.member))?;
+            let head = buffered
+                .fill_buf()
+                .map_err(|e| format!("layer {}: {e}", l.member))?;
             let found = sniff(head);
             let c = match l.compression {
-                Some(c) if c != found && !(c == Compression::None && found != Compression::None) => {
-                    return Err(format!("layer {}: the data is not {:?} as its media type says", l.member, c))
+                Some(c)
+                    if c != found && !(c == Compression::None && found != Compression::None) =>
+                {
+                    return Err(format!(
+                        "layer {}: the data is not {:?} as its media type says",
+                        l.member, c
+                    ))
                 }
                 Some(c) => c,
                 None => found,
@@ -287,11 +354,19 @@ impl Job<'_> {
             match &staged {
                 Some(s) => {
                     let mut tick = |_n: u64| {};
-                    extract::unpack(&mut hashed, &s.diff, lower_diffs, &self.opt, &mut report, &mut tick)
-                        .map_err(|e| format!("layer {}: {e}", short(diff_id)))?;
+                    extract::unpack(
+                        &mut hashed,
+                        &s.diff,
+                        lower_diffs,
+                        &self.opt,
+                        &mut report,
+                        &mut tick,
+                    )
+                    .map_err(|e| format!("layer {}: {e}", short(diff_id)))?;
                 }
                 None => {
-                    io::copy(&mut hashed, &mut io::sink()).map_err(|e| format!("layer {}: {e}", l.member))?;
+                    io::copy(&mut hashed, &mut io::sink())
+                        .map_err(|e| format!("layer {}: {e}", l.member))?;
                 }
             }
             let (d, _, _) = hashed
@@ -299,15 +374,23 @@ impl Job<'_> {
                 .map_err(|e| format!("layer {}: corrupt or truncated: {e}", l.member))?;
             got_diff_id = d;
         }
-        io::copy(&mut TeeReader { inner: &mut raw, copy: &mut copy }, &mut io::sink())
-            .map_err(|e| format!("layer {}: {e}", l.member))?;
+        io::copy(
+            &mut TeeReader {
+                inner: &mut raw,
+                copy: &mut copy,
+            },
+            &mut io::sink(),
+        )
+        .map_err(|e| format!("layer {}: {e}", l.member))?;
         progress.set(size);
         let (blob_digest, blob_size, mut w) = copy.finish();
         w.flush().map_err(|e| format!("staging a blob: {e}"))?;
         drop(w);
         if let Some(d) = &l.digest {
             if *d != blob_digest {
-                return Err(format!("layer {d}: digest mismatch (the blob's is {blob_digest})"));
+                return Err(format!(
+                    "layer {d}: digest mismatch (the blob's is {blob_digest})"
+                ));
             }
         }
         if got_diff_id != diff_id {
@@ -345,7 +428,9 @@ impl Job<'_> {
         for (name, d) in &self.blobs {
             let hex = digest::hex_of(d)?;
             if !blobs.exists(hex) {
-                self.tmp.rename(name, &blobs, hex).map_err(|e| format!("placing blob {d}: {e}"))?;
+                self.tmp
+                    .rename(name, &blobs, hex)
+                    .map_err(|e| format!("placing blob {d}: {e}"))?;
             }
         }
         blobs.sync().map_err(|e| format!("blobs/: {e}"))?;
@@ -362,7 +447,12 @@ fn short(d: &str) -> &str {
 
 /// Imports the archive at `path` into `store`; returns the lines to print (`Loaded
 /// image: NAME`).
-pub fn import(store: &Store, path: &str, name: Option<&str>, progress: &mut Progress) -> Result<Vec<String>, String> {
+pub fn import(
+    store: &Store,
+    path: &str,
+    name: Option<&str>,
+    progress: &mut Progress,
+) -> Result<Vec<String>, String> {
     let spool = store.tmp().map_err(|e| format!("tmp/: {e}"))?;
     let src = Source::open(path, &spool)?;
     let images = if src.has("index.json") && src.has("oci-layout") {
@@ -398,7 +488,11 @@ pub fn import(store: &Store, path: &str, name: Option<&str>, progress: &mut Prog
             .as_array()
             .ok_or("the config has no rootfs.diff_ids")?
             .iter()
-            .map(|v| v.as_str().map(String::from).ok_or("a DiffID that is not a string"))
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or("a DiffID that is not a string")
+            })
             .collect::<Result<_, _>>()?;
         for d in &diff_ids {
             digest::hex_of(d)?;
@@ -414,14 +508,27 @@ pub fn import(store: &Store, path: &str, name: Option<&str>, progress: &mut Prog
         let mut descs = Vec::new();
         let mut lower_diffs: Vec<Dir> = Vec::new();
         for (i, l) in img.layers.iter().enumerate() {
-            let below: Vec<String> = chains[..i].iter().rev().map(|c| digest::hex_of(c).map(String::from)).collect::<Result<_, _>>()?;
-            let desc = job.layer(&src, l, &diff_ids[i], &chains[i], &below, &lower_diffs, progress)?;
+            let below: Vec<String> = chains[..i]
+                .iter()
+                .rev()
+                .map(|c| digest::hex_of(c).map(String::from))
+                .collect::<Result<_, _>>()?;
+            let at = Place {
+                diff_id: &diff_ids[i],
+                chain: &chains[i],
+                below: &below,
+                lower_diffs: &lower_diffs,
+            };
+            let desc = job.layer(&src, l, &at, progress)?;
             descs.push(desc);
             // This layer's files, for hard links of the layers above into it.
             let id = digest::hex_of(&chains[i])?;
             let d = match job.layers.iter().find(|(_, x, _)| x == id) {
                 Some((s, _, _)) => s.diff.sub_c(c"").or_else(|_| s.dir.sub("diff")),
-                None => store.layers().and_then(|l| l.sub(id)).and_then(|d| d.sub("diff")),
+                None => store
+                    .layers()
+                    .and_then(|l| l.sub(id))
+                    .and_then(|d| d.sub("diff")),
             }
             .map_err(|e| format!("layer {id}: {e}"))?;
             lower_diffs.insert(0, d);
@@ -458,7 +565,10 @@ pub fn import(store: &Store, path: &str, name: Option<&str>, progress: &mut Prog
         store.tag(&md, size, n.as_deref())?;
     }
     let _ = spool.remove("stdin.tar");
-    progress.done(&format!("imported {} image(s), {total_layers} layer(s)", images.len()));
+    progress.done(&format!(
+        "imported {} image(s), {total_layers} layer(s)",
+        images.len()
+    ));
     Ok(loaded)
 }
 
@@ -469,8 +579,13 @@ impl Job<'_> {
         if !self.staged_has_blob(&d) {
             self.seq += 1;
             let name = format!("blob-{}", self.seq);
-            let mut f = self.tmp.create(&name, 0o644).map_err(|e| format!("staging a blob: {e}"))?;
-            f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| format!("staging a blob: {e}"))?;
+            let mut f = self
+                .tmp
+                .create(&name, 0o644)
+                .map_err(|e| format!("staging a blob: {e}"))?;
+            f.write_all(data)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("staging a blob: {e}"))?;
             self.blobs.push((name, d.clone()));
         }
         Ok(d)

@@ -35,9 +35,18 @@ pub fn stage(store: &Store, name: &str) -> Result<Staged, String> {
 /// Gives a staged layer its `link`, `lower` and `work/`, renames it to
 /// `overlay2/<id>` and links `l/<link>` to its `diff/`. `below` are the ids of the
 /// layers under it, topmost first. With `merged`, a container's mount point too.
-pub fn place(store: &Store, staged: Staged, id: &str, below: &[String], merged: bool) -> Result<(), String> {
+pub fn place(
+    store: &Store,
+    staged: Staged,
+    id: &str,
+    below: &[String],
+    merged: bool,
+) -> Result<(), String> {
     let link = short_link(id);
-    staged.dir.write_atomic("link", link.as_bytes()).map_err(io("link"))?;
+    staged
+        .dir
+        .write_atomic("link", link.as_bytes())
+        .map_err(io("link"))?;
     if !below.is_empty() {
         let mut lower = Vec::new();
         for b in below {
@@ -50,7 +59,10 @@ pub fn place(store: &Store, staged: Staged, id: &str, below: &[String], merged: 
         staged.dir.make_sub("work", 0o700).map_err(io("work/"))?;
     }
     if merged {
-        staged.dir.make_sub("merged", 0o755).map_err(io("merged/"))?;
+        staged
+            .dir
+            .make_sub("merged", 0o755)
+            .map_err(io("merged/"))?;
     }
     let layers = store.layers().map_err(io("overlay2/"))?;
     let tmp = store.tmp().map_err(io("tmp/"))?;
@@ -71,7 +83,9 @@ pub fn remove(store: &Store, id: &str) -> Result<(), String> {
             let _ = l.remove(&link);
         }
     }
-    layers.remove(id).map_err(io(&format!("removing layer {id}")))
+    layers
+        .remove(id)
+        .map_err(io(&format!("removing layer {id}")))
 }
 
 /// The paths a mount takes for layers `ids` (topmost first): their `l/` links, as

@@ -63,9 +63,11 @@ impl Progress {
                 }
                 let b = ProgressBar::new(total.max(1));
                 b.set_style(
-                    ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 b.set_message(format!("{what} {short}"));
                 self.bar = Some(b);
@@ -89,7 +91,9 @@ impl Progress {
     pub fn note(&self, msg: &str) {
         match (&self.bar, self.mode) {
             (Some(b), _) => b.println(msg),
-            (None, Mode::Json) => eprintln!("{}", serde_json::json!({"event": "note", "message": msg})),
+            (None, Mode::Json) => {
+                eprintln!("{}", serde_json::json!({"event": "note", "message": msg}))
+            }
             _ => eprintln!("{msg}"),
         }
     }

@@ -64,7 +64,11 @@ impl Image {
     pub fn diff_ids(&self) -> Vec<String> {
         self.config["rootfs"]["diff_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -73,7 +77,10 @@ impl Image {
     }
 
     pub fn layer_descriptors(&self) -> Vec<Value> {
-        self.manifest["layers"].as_array().cloned().unwrap_or_default()
+        self.manifest["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -105,13 +112,8 @@ impl Store {
             .map_err(|e| format!("cannot create the store {}: {e}", root.display()))?;
         let dir = Dir::open_path(root).map_err(|e| err(&root.display().to_string(), e))?;
         let lock = std::fs::File::from(
-            sys::openat(
-                dir.fd(),
-                c"lock",
-                libc::O_RDWR | libc::O_CREAT,
-                0o600,
-            )
-            .map_err(|e| err("the store's lock file", e))?,
+            sys::openat(dir.fd(), c"lock", libc::O_RDWR | libc::O_CREAT, 0o600)
+                .map_err(|e| err("the store's lock file", e))?,
         );
         use std::os::fd::AsFd;
         let op = match hold {
@@ -132,8 +134,14 @@ impl Store {
             }
             store.lay_out().map_err(|e| err("preparing the store", e))?;
             // What a killed command staged: no one else can be staging now.
-            store.dir.remove("tmp").map_err(|e| err("clearing tmp/", e))?;
-            store.dir.make_sub("tmp", 0o700).map_err(|e| err("tmp/", e))?;
+            store
+                .dir
+                .remove("tmp")
+                .map_err(|e| err("clearing tmp/", e))?;
+            store
+                .dir
+                .make_sub("tmp", 0o700)
+                .map_err(|e| err("tmp/", e))?;
         }
         Ok(store)
     }
@@ -146,7 +154,9 @@ impl Store {
         if !self.dir.exists("index.json") {
             self.write_index(&[]).map_err(io::Error::other)?;
         }
-        self.dir.make_sub("blobs", 0o755)?.make_sub("sha256", 0o755)?;
+        self.dir
+            .make_sub("blobs", 0o755)?
+            .make_sub("sha256", 0o755)?;
         self.dir.make_sub("overlay2", 0o700)?.make_sub("l", 0o755)?;
         Ok(())
     }
@@ -234,7 +244,9 @@ impl Store {
     pub fn images(&self) -> Result<Vec<Image>, String> {
         let mut out: Vec<Image> = Vec::new();
         for m in self.index()? {
-            let Some(md) = m["digest"].as_str() else { continue };
+            let Some(md) = m["digest"].as_str() else {
+                continue;
+            };
             let name = m["annotations"][REF_NAME].as_str().map(String::from);
             if let Some(img) = out.iter_mut().find(|i| i.manifest_digest == md) {
                 img.names.extend(name);
@@ -247,8 +259,8 @@ impl Store {
                 .ok_or_else(|| format!("manifest {md} names no config"))?
                 .to_string();
             let config_bytes = self.read_blob(&cd)?;
-            let config: Value = serde_json::from_slice(&config_bytes)
-                .map_err(|e| format!("config {cd}: {e}"))?;
+            let config: Value =
+                serde_json::from_slice(&config_bytes).map_err(|e| format!("config {cd}: {e}"))?;
             out.push(Image {
                 manifest_digest: md.to_string(),
                 names: name.into_iter().collect(),
@@ -277,12 +289,18 @@ impl Store {
             format!("docker.io/library/{short}:{}", tag.unwrap_or("latest")),
             format!("docker.io/{short}:{}", tag.unwrap_or("latest")),
         ];
-        if let Some(i) = images.iter().find(|i| i.names.iter().any(|n| alts.contains(n))) {
+        if let Some(i) = images
+            .iter()
+            .find(|i| i.names.iter().any(|n| alts.contains(n)))
+        {
             return Ok(i.clone());
         }
         let short = reference.trim_start_matches("sha256:");
         if short.len() >= 3 && short.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<&Image> = images.iter().filter(|i| i.id().starts_with(short)).collect();
+            let hits: Vec<&Image> = images
+                .iter()
+                .filter(|i| i.id().starts_with(short))
+                .collect();
             match hits.first() {
                 // (One config under two manifests is one image, as podman shows it.)
                 Some(h) if hits.iter().all(|x| x.id() == h.id()) => return Ok((*h).clone()),
@@ -311,7 +329,8 @@ impl Store {
                 idx.retain(|m| m["annotations"][REF_NAME].as_str() != Some(&n));
                 // The image no longer needs an untagged entry.
                 idx.retain(|m| {
-                    !(m["digest"].as_str() == Some(manifest) && m["annotations"][REF_NAME].is_null())
+                    !(m["digest"].as_str() == Some(manifest)
+                        && m["annotations"][REF_NAME].is_null())
                 });
                 idx.push(entry(Some(&n)));
             }

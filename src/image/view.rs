@@ -95,7 +95,13 @@ impl View {
 
     /// Does the item come (at least partly) from the upper layer?
     pub fn in_upper(&self, item: &Item) -> bool {
-        self.ov.has_upper() && item.node.stack().refs.iter().any(|r| self.ov.layer(r.layer).is_upper)
+        self.ov.has_upper()
+            && item
+                .node
+                .stack()
+                .refs
+                .iter()
+                .any(|r| self.ov.layer(r.layer).is_upper)
     }
 
     /// The file's contents.
@@ -128,7 +134,9 @@ impl View {
             if private_xattr(&x) {
                 continue;
             }
-            let Ok(c) = CString::new(x.clone()) else { continue };
+            let Ok(c) = CString::new(x.clone()) else {
+                continue;
+            };
             if let Ok(v) = sys::getxattr(at, &c) {
                 out.push((x, v));
             }
