@@ -259,8 +259,20 @@ pub fn umount(store: &Store, c: &Container) -> Result<Option<PathBuf>, String> {
     let Some(p) = mounted_at(store, c) else {
         return Ok(None);
     };
-    let cp = std::ffi::CString::new(p.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-    crate::mount::unmount(&cp);
+    if crate::sys::geteuid() == 0 {
+        let cp =
+            std::ffi::CString::new(p.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        crate::mount::unmount(&cp);
+    } else {
+        let ok = std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(&p)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!("fusermount3 -u {} failed", p.display()));
+        }
+    }
     Ok(Some(p))
 }
 

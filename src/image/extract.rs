@@ -117,8 +117,6 @@ struct Unpacker<'a> {
     links: Vec<(Comps, Comps)>,
     /// The last parent reached, kept for its siblings.
     last: Option<(Comps, OwnedFd)>,
-    /// Names this layer made (a whiteout of one of them is ignored).
-    opaque_done: Vec<Comps>,
 }
 
 /// Unpacks the tar stream `src` into `root` (an empty `diff/`). `lowers` are the
@@ -140,7 +138,6 @@ pub fn unpack(
         dirs: Vec::new(),
         links: Vec::new(),
         last: None,
-        opaque_done: Vec::new(),
     };
     let mut ar = tar::Archive::new(src);
     let entries = ar.entries().map_err(|e| format!("not a tar stream: {e}"))?;
@@ -431,8 +428,15 @@ impl Unpacker<'_> {
             EntryType::Fifo if self.opt.rootless => {
                 // A plain user cannot put an xattr on a fifo: an empty file stands for
                 // it, its owner, mode and type in user.containers.override_stat.
-                drop(sys::openat(p, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-                    .map_err(|x| io("create", x))?);
+                drop(
+                    sys::openat(
+                        p,
+                        &name,
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                        0o600,
+                    )
+                    .map_err(|x| io("create", x))?,
+                );
                 libc::S_IFIFO
             }
             EntryType::Fifo => {
@@ -453,14 +457,15 @@ impl Unpacker<'_> {
         let (parent, _) = self.locate(comps)?;
         let p = parent.as_fd();
         if hidden == b".wh..opq" {
-            let xattr = if self.opt.rootless {
-                c"user.overlay.opaque"
-            } else {
-                c"trusted.overlay.opaque"
-            };
-            sys::setxattr(At { dir: p, name: c"" }, xattr, b"y", 0)
-                .map_err(|e| format!("'{here}': marking the directory opaque: {e}"))?;
-            self.opaque_done.push(comps.clone());
+            // trusted.* needs CAP_SYS_ADMIN (not had in a user namespace either): the
+            // user.overlay form then, which the rootless mount reads.
+            let at = At { dir: p, name: c"" };
+            let done =
+                !self.opt.rootless && sys::setxattr(at, c"trusted.overlay.opaque", b"y", 0).is_ok();
+            if !done {
+                sys::setxattr(at, c"user.overlay.opaque", b"y", 0)
+                    .map_err(|e| format!("'{here}': marking the directory opaque: {e}"))?;
+            }
             return Ok(());
         }
         if hidden.starts_with(whiteout_prefix()) {
@@ -526,8 +531,37 @@ impl Unpacker<'_> {
                 .map_err(|e| format!("'{here}': user.containers.override_stat: {e}"))?;
             }
         } else {
-            sys::chownat(p, name, meta.uid, meta.gid)
-                .map_err(|e| format!("'{here}': chown: {e}"))?;
+            match sys::chownat(p, name, meta.uid, meta.gid) {
+                Ok(()) => {}
+                // An owner this user namespace does not map: kept in the override xattr.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM))
+                        && matches!(ftype, libc::S_IFDIR | libc::S_IFREG) =>
+                {
+                    let kind = if ftype == libc::S_IFDIR {
+                        "dir"
+                    } else {
+                        "file"
+                    };
+                    let at = At { dir: p, name };
+                    override_stat::write_typed(
+                        override_stat::CONTAINERS,
+                        at,
+                        meta.uid,
+                        meta.gid,
+                        meta.mode,
+                        kind,
+                    )
+                    .map_err(|x| {
+                        format!("'{here}': chown: {e}; user.containers.override_stat: {x}")
+                    })?;
+                    self.report.warn(format!(
+                        "'{here}': owner {}:{} kept in user.containers.override_stat ({e})",
+                        meta.uid, meta.gid
+                    ));
+                }
+                Err(e) => return Err(format!("'{here}': chown: {e}")),
+            }
             if ftype != libc::S_IFLNK {
                 sys::chmodat(p, name, meta.mode).map_err(|e| format!("'{here}': chmod: {e}"))?;
             }
