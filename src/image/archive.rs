@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
-use super::extract::clean_path;
 use super::fsdir::{cbytes, Dir};
+use super::member::clean_path;
 use crate::sys;
 
 /// Where a member's data lies in the tar, or where a symlink member points.

@@ -128,3 +128,26 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = of(b"a");
+        let b = of(b"b");
+        let chains = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chains[0], a);
+        assert_eq!(chains[1], of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn only_sha256_hex_digests_name_files() {
+        let d = of(b"x");
+        assert_eq!(hex_of(&d).unwrap().len(), 64);
+        assert!(hex_of("sha512:00").is_err());
+        assert!(hex_of("sha256:../../etc/passwd").is_err());
+        assert!(hex_of(&d.to_uppercase()).is_err());
+    }
+}

@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use tar::EntryType;
 
 use super::fsdir::Dir;
+use super::member::{clean_path, cstr, open_in, parse_time, show, write_sparse, Comps};
 use crate::override_stat;
 use crate::sys::{self, At};
 use crate::whiteout;
@@ -44,47 +45,6 @@ impl Report {
             self.warnings.push(w);
         }
     }
-}
-
-/// A path inside the layer: its components, none empty, `.` or `..`.
-type Comps = Vec<Vec<u8>>;
-
-/// Splits an archive path: a leading `/` or `./` is dropped, `..` is resolved and
-/// must not leave the root.
-pub fn clean_path(raw: &[u8]) -> Result<Comps, String> {
-    let mut out: Comps = Vec::new();
-    for c in raw.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if out.pop().is_none() {
-                    return Err(format!(
-                        "'{}' leaves the layer's root",
-                        String::from_utf8_lossy(raw)
-                    ));
-                }
-            }
-            c => {
-                if c.contains(&0) || c.len() > 255 {
-                    return Err(format!("bad name in '{}'", String::from_utf8_lossy(raw)));
-                }
-                out.push(c.to_vec());
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn show(c: &[Vec<u8>]) -> String {
-    let v: Vec<String> = c
-        .iter()
-        .map(|x| String::from_utf8_lossy(x).into())
-        .collect();
-    v.join("/")
-}
-
-fn cstr(b: &[u8]) -> Result<CString, String> {
-    CString::new(b).map_err(|_| "a name with a NUL byte".to_string())
 }
 
 /// The metadata an entry asks for.
@@ -626,78 +586,6 @@ impl Unpacker<'_> {
     }
 }
 
-/// Opens a regular file at `comps` in `layer` read-only, never through a symlink.
-fn open_in(layer: &Dir, comps: &Comps) -> Option<(OwnedFd, sys::Stat)> {
-    let (name, parents) = comps.split_last()?;
-    let mut fd = sys::openat(layer.fd(), c"", libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
-    for c in parents {
-        fd = sys::openat(
-            fd.as_fd(),
-            &CString::new(c.clone()).ok()?,
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-        )
-        .ok()?;
-    }
-    let f = sys::openat(
-        fd.as_fd(),
-        &CString::new(name.clone()).ok()?,
-        libc::O_RDONLY,
-        0,
-    )
-    .ok()?;
-    let st = sys::fstat(f.as_fd()).ok()?;
-    Some((f, st))
-}
-
 fn whiteout_prefix() -> &'static [u8] {
     crate::ondisk::WH_PREFIX
-}
-
-/// `SECONDS[.FRACTION]` of a PAX time.
-fn parse_time(s: &str) -> Option<libc::timespec> {
-    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let tv_sec = sec.parse().ok()?;
-    let digits: String = frac.chars().take(9).collect();
-    let tv_nsec = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().ok()?
-    };
-    Some(libc::timespec { tv_sec, tv_nsec })
-}
-
-/// Copies `src` into the new file `fd`, leaving holes where whole blocks are zero;
-/// fails past `limit` bytes. Returns the size.
-pub fn write_sparse(src: &mut impl Read, fd: BorrowedFd, limit: u64) -> io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 16];
-    let mut off = 0u64;
-    loop {
-        let mut n = 0;
-        while n < buf.len() {
-            match src.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        if off + n as u64 > limit {
-            return Err(io::Error::other("larger than the size limit"));
-        }
-        for chunk in buf[..n].chunks(4096) {
-            if chunk.iter().any(|b| *b != 0) {
-                let mut done = 0;
-                while done < chunk.len() {
-                    done += sys::pwrite(fd, &chunk[done..], off + done as u64)?;
-                }
-            }
-            off += chunk.len() as u64;
-        }
-    }
-    sys::ftruncate(fd, off)?;
-    Ok(off)
 }

@@ -6,7 +6,7 @@
 //!
 //! `store` (the OCI layout and overlay2 directories, the lock), `layers` (a layer
 //! directory's form), `archive` (reading an archive in place), `extract` (a layer tar
-//! into a directory, fd-relative), `import`, `export`, `container`, `view`, `diff`,
+//! into a directory, fd-relative), `member` (a member's path and data), `import`, `export`, `container`, `view`, `diff`,
 //! `commit`, `gc`, `progress`, `digest`, `fsdir` (the store's directories by fd), and
 //! `cmd` (the command line and what it prints).
 
@@ -22,6 +22,7 @@ mod fsdir;
 mod gc;
 mod import;
 mod layers;
+mod member;
 mod progress;
 mod store;
 mod view;
