@@ -101,6 +101,24 @@ pub enum Command {
         #[command(flatten)]
         args: CommitArgs,
     },
+    /// Print what a live mount does to its layers (copy-ups, whiteouts, ...) as it happens.
+    Trace {
+        /// A mount point, or a container of the store.
+        target: String,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Statistics of a live mount: requests and latencies, copy-ups, whiteouts, nodes.
+    Stats {
+        target: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
     /// The store: df, gc.
     System {
         #[command(flatten)]
@@ -230,6 +248,16 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             crate::image::cmd::commit_cmd(&store, args)
         }
         Some(Command::System { store, cmd }) => crate::image::cmd::system(&store, cmd),
+        Some(Command::Trace {
+            target,
+            json,
+            store,
+        }) => crate::trace::trace_cmd(&target, json, store.as_deref()),
+        Some(Command::Stats {
+            target,
+            json,
+            store,
+        }) => crate::trace::stats_cmd(&target, json, store.as_deref()),
         None => {
             let m = cli.mount;
             let opts = MountOptions::parse(m.opts.iter().map(String::as_str))?;
@@ -242,7 +270,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
                 mountpoint: PathBuf::from(mountpoint),
                 opts,
             };
-            mount::run(req)
+            mount::run(req, &crate::trace::control::listen)
         }
     }
 }

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use fuser::FileType;
 use log::debug;
 
+use crate::events::{Method, What};
+use crate::inject::{self, Step};
 use crate::inode::Node;
 use crate::ondisk::Ovl;
 use crate::overlay::Overlay;
@@ -68,6 +70,7 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
             _ => return Err(stale()),
         }
     };
+    let t0 = std::time::Instant::now();
     let upper_parent = parent.dir_fd(ov, 0)?;
     // The lower object itself, held open and checked to be the node's: a layer changed
     // beneath the mount (a symlink or a FIFO put at the name) is never copied in its
@@ -83,8 +86,12 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     ov.effective(node.stack().top(), src_at, &mut st);
     let tmp = work.tmp_name();
     let sync = !ov.settings.volatile;
+    let mut method = Method::MetadataOnly;
     let built = build(work, &tmp, src_dir.as_fd(), &src_name, &st, with_data, sync)
-        .and_then(|_| finish_meta(work, &tmp, src_dir.as_fd(), &src_name, &st, node.ino))
+        .and_then(|m| {
+            method = m;
+            finish_meta(work, &tmp, src_dir.as_fd(), &src_name, &st, node.ino)
+        })
         .and_then(|_| match ov.layer(0).stat_override {
             // xattr_permissions: the copy records the owner and mode it shows.
             Some(x) if matches!(st.st_mode & libc::S_IFMT, libc::S_IFDIR | libc::S_IFREG) => {
@@ -102,13 +109,15 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     }
     // Copied-up entries make their directory "impure" (they carry origins).
     mark_impure(work, &parent, upper_parent.as_fd());
-    if let Err(e) = sys::renameat2(
-        work.fd.as_fd(),
-        &tmp,
-        upper_parent.as_fd(),
-        &loc.name,
-        libc::RENAME_NOREPLACE,
-    ) {
+    if let Err(e) = inject::at(Step::CopyRename).and_then(|_| {
+        sys::renameat2(
+            work.fd.as_fd(),
+            &tmp,
+            upper_parent.as_fd(),
+            &loc.name,
+            libc::RENAME_NOREPLACE,
+        )
+    }) {
         work.remove(&tmp);
         return Err(e);
     }
@@ -128,6 +137,21 @@ pub fn copy_up_with(ov: &Overlay, node: &Arc<Node>, with_data: bool) -> io::Resu
     }
     node.set_stack(stack);
     debug!("copied up {:?} (ino {})", loc.name, node.ino);
+    let bytes = if method == Method::MetadataOnly {
+        0
+    } else {
+        st.st_size as u64
+    };
+    let from_layer = old.top();
+    ov.happened(
+        What::CopyUp {
+            from_layer,
+            bytes,
+            method,
+            micros: t0.elapsed().as_micros() as u64,
+        },
+        || node.path(),
+    );
     // The other names of a lower hard link are linked after the lock is let go: they
     // copy up their own parents, each under its own lock.
     drop(guard);
@@ -151,7 +175,8 @@ pub fn mark_impure(work: &Work, dir: &Node, upper: BorrowedFd) {
     }
 }
 
-/// Creates the temporary copy `tmp` in the work dir: the object itself, and its data.
+/// Creates the temporary copy `tmp` in the work dir: the object itself, and its data;
+/// returns how the data was copied.
 fn build(
     work: &Work,
     tmp: &CString,
@@ -160,20 +185,23 @@ fn build(
     st: &Stat,
     with_data: bool,
     sync: bool,
-) -> io::Result<()> {
+) -> io::Result<Method> {
     let w = work.fd.as_fd();
+    let meta = |r: io::Result<()>| r.map(|_| Method::MetadataOnly);
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => sys::mkdirat(w, tmp, 0o700),
+        libc::S_IFDIR => meta(sys::mkdirat(w, tmp, 0o700)),
         libc::S_IFREG => {
             // Made with its permission bits (the daemon's umask is 0); set-id bits
             // come last (finish_meta), as a chown would clear them.
             let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
             let dst = sys::openat(w, tmp, flags, st.st_mode & 0o777)?;
+            let mut method = Method::MetadataOnly;
             if with_data && st.st_size > 0 {
+                inject::at(Step::CopyData)?;
                 let srcfd = crate::real_io::open_regular(src_dir, src, libc::O_RDONLY)?.0;
                 // Blocks for every byte: no holes to look for.
                 let dense = (st.st_blocks as u64).saturating_mul(512) >= st.st_size as u64;
-                copy_data(&srcfd, &dst, st.st_size as u64, dense)?;
+                method = copy_data(&srcfd, &dst, st.st_size as u64, dense)?;
                 if sync {
                     // On disk before it becomes visible (unless volatile): the data is
                     // written out and waited for, which also allocates its blocks in the
@@ -184,15 +212,15 @@ fn build(
                     sys::write_out(dst.as_fd())?;
                 }
             }
-            Ok(())
+            Ok(method)
         }
         libc::S_IFLNK => {
             let target = sys::readlinkat(src_dir, src)?;
             let target =
                 CString::new(target).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            sys::symlinkat(&target, w, tmp)
+            meta(sys::symlinkat(&target, w, tmp))
         }
-        _ => sys::mknodat(w, tmp, st.st_mode, st.st_rdev),
+        _ => meta(sys::mknodat(w, tmp, st.st_mode, st.st_rdev)),
     }
 }
 
@@ -205,6 +233,7 @@ fn finish_meta(
     st: &Stat,
     ino: u64,
 ) -> io::Result<()> {
+    inject::at(Step::CopyMeta)?;
     let w = work.fd.as_fd();
     let kind = st.st_mode & libc::S_IFMT;
     // The copy was made with the daemon's owner: a chown only where that differs.
@@ -279,11 +308,11 @@ pub fn copy_xattrs(src: At, dst: At) -> io::Result<()> {
 
 /// Copies `size` bytes: reflink if the filesystem can, else the data extents only
 /// (holes stay holes; `dense`: the source has none), by copy_file_range or, failing
-/// that, read/write.
-pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Result<()> {
+/// that, read/write. Returns which of these it was.
+pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Result<Method> {
     if !NO_FICLONE.load(Ordering::Relaxed) {
         match sys::ficlone(dst.as_fd(), src.as_fd()) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Method::Reflink),
             // The upper's filesystem has no reflinks (the copy is always made there).
             Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOTTY)) => {
                 NO_FICLONE.store(true, Ordering::Relaxed)
@@ -312,9 +341,16 @@ static NO_FICLONE: AtomicBool = AtomicBool::new(false);
 /// Copies of this size or more run in a low-priority thread.
 const BACKGROUND_COPY: u64 = 4 << 20;
 
-fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Result<()> {
-    if dense && copy_range(src, dst, 0, size)? == size {
-        return Ok(());
+fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Result<Method> {
+    let mut method = Method::CopyFileRange;
+    let mut note = |(n, rw): (u64, bool)| {
+        if rw {
+            method = Method::ReadWrite;
+        }
+        n
+    };
+    if dense && note(copy_range(src, dst, 0, size)?) == size {
+        return Ok(method);
     }
     let mut off = 0u64;
     while off < size {
@@ -327,15 +363,17 @@ fn copy_extents(src: &OwnedFd, dst: &OwnedFd, size: u64, dense: bool) -> io::Res
             Ok(Some(h)) => (h as u64).min(size),
             _ => size,
         };
-        copy_range(src, dst, data, end.saturating_sub(data))?;
+        note(copy_range(src, dst, data, end.saturating_sub(data))?);
         off = end.max(data + 1);
     }
     // A hole at the end, or a source that got shorter: the copy gets the full size.
-    sys::ftruncate(dst.as_fd(), size)
+    sys::ftruncate(dst.as_fd(), size)?;
+    Ok(method)
 }
 
-/// Copies `len` bytes at `off` (less if the source ends first); returns how many.
-fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::Result<u64> {
+/// Copies `len` bytes at `off` (less if the source ends first); returns how many,
+/// and whether it fell back to read/write.
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::Result<(u64, bool)> {
     let want_all = len;
     const CHUNK: u64 = 1 << 20;
     let mut use_cfr = true;
@@ -370,7 +408,7 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, mut off: u64, mut len: u64) -> io::R
         off += n as u64;
         len -= n as u64;
     }
-    Ok(want_all - len)
+    Ok((want_all - len, !use_cfr))
 }
 
 /// Links (`parent`, `name`) in the upper layer to the upper file (`src_dir`,
@@ -389,6 +427,7 @@ pub fn link_in_upper(
     if let Some(work) = &ov.work {
         mark_impure(work, parent, up.as_fd());
     }
+    ov.happened(What::LinkUp, || parent.child_path(name));
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use fuser::FileType;
 
 use crate::acl;
 use crate::copy_up::copy_up;
+use crate::events::What;
 use crate::inode::Node;
 use crate::namei::{self, Found};
 use crate::overlay::Overlay;
@@ -130,6 +131,7 @@ pub fn create(
     } else {
         caller.gid
     };
+    crate::inject::at(crate::inject::Step::Create)?;
     let acls = ov.acl.load(std::sync::atomic::Ordering::Relaxed);
     // (The kernel holds the parent locked across a create and across a change of its
     // xattrs, so what the stack knows of its default ACL cannot go stale meanwhile.)
@@ -160,6 +162,7 @@ pub fn create(
         && ov.layer(0).stat_override.is_none();
     if in_place {
         let (file, st) = create_in_place(ov, up.as_fd(), name, &what, final_mode, caller.uid, gid)?;
+        created(ov, parent, name, &what, false);
         return finish_create(ov, parent, name, &what, up.as_fd(), file, st);
     }
     let w = work.fd.as_fd();
@@ -206,7 +209,28 @@ pub fn create(
     if aufs_wh {
         whiteout::drop_aufs(up.as_fd(), name);
     }
+    created(ov, parent, name, &what, char_wh || aufs_wh);
     finish_create(ov, parent, name, &what, up.as_fd(), file, None)
+}
+
+/// Tells what a create did to the layers: a new upper object, and where it replaced
+/// a whiteout, the whiteout gone (and a directory made opaque).
+fn created(ov: &Overlay, parent: &Node, name: &CString, what: &New, over_whiteout: bool) {
+    let path = || parent.child_path(name);
+    if over_whiteout {
+        ov.happened(What::WhiteoutRemoved, path);
+        if matches!(what, New::Dir { .. }) {
+            ov.happened(What::Opaque, path);
+        }
+    }
+    let kind = match what {
+        New::File { .. } => "file",
+        New::Dir { .. } => "directory",
+        New::Special { .. } => "special file",
+        New::Symlink { .. } => "symlink",
+        New::Link { .. } => "hard link",
+    };
+    ov.happened(What::Create { kind }, path);
 }
 
 /// The new node for the object just made at (`up`, `name`), and its stat (`made`, if
@@ -433,6 +457,9 @@ pub fn remove(ov: &Overlay, parent: &Arc<Node>, name: &CString, rmdir: bool) -> 
         (true, true) => replace_with_whiteout(work, up.as_fd(), name, is_dir)?,
         (true, false) => remove_upper(work, up.as_fd(), name, is_dir)?,
         (false, _) => whiteout::create(work, up.as_fd(), name)?,
+    }
+    if lower || !is_upper(ov, &found) {
+        ov.happened(What::Whiteout, || parent.child_path(name));
     }
     if node.remove_alias(parent, name) == 0 {
         ov.handles.drop_kept(node.ino); // its last name: nothing may keep it open

@@ -273,6 +273,33 @@ impl Node {
         self.place.read().aliases.first().cloned()
     }
 
+    /// Its path in the merged tree by its first name (no leading slash), for people.
+    pub fn path(&self) -> String {
+        let mut names = Vec::new();
+        let mut loc = self.loc();
+        while let Some(l) = loc {
+            let Some(parent) = l.parent else { break };
+            names.push(l.name.to_string_lossy().into_owned());
+            loc = parent.loc();
+            if names.len() > 4096 {
+                break;
+            }
+        }
+        names.reverse();
+        names.join("/")
+    }
+
+    /// The path of the entry `name` in this directory, for people.
+    pub fn child_path(&self, name: &std::ffi::CStr) -> String {
+        let p = self.path();
+        let n = name.to_string_lossy();
+        if p.is_empty() {
+            n.into_owned()
+        } else {
+            format!("{p}/{n}")
+        }
+    }
+
     pub fn parent(&self) -> Option<Arc<Node>> {
         self.loc().and_then(|l| l.parent)
     }

@@ -100,6 +100,7 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
     }
     let upper = o.upperdir.as_deref().zip(o.workdir.as_deref());
     let ov = Overlay::open(upper, &o.lowerdirs, settings)?;
+    crate::inject::install(&o.inject)?;
     // An index left by kernel overlayfs (index=on): its hard links are taken over.
     if let Some(ix) = ov
         .work
@@ -292,9 +293,16 @@ fn raise_readahead(dev: &str) {
     }
 }
 
+/// What serves a mount's control requests (the trace subsystem's socket), given the
+/// mount's device (`M:N`) once it is live and before the daemon forks: it returns what
+/// starts serving in the daemon, given the overlay; that returns a guard kept until
+/// the mount ends. The core knows nothing more of it.
+pub type Control<'a> = &'a dyn Fn(&str) -> Option<Serve>;
+pub type Serve = Box<dyn FnOnce(Arc<crate::overlay::Overlay>) -> Box<dyn Send> + Send>;
+
 /// Mounts and serves. Returns once the mount is gone (in the daemon), or never in the
 /// foreground process of a background mount (it exits 0 once the mount is live).
-pub fn run(req: MountRequest) -> Result<(), String> {
+pub fn run(req: MountRequest, control: Control) -> Result<(), String> {
     let ov = prepare(&req)?;
     let mountpoint = std::fs::canonicalize(&req.mountpoint)
         .map_err(|e| format!("mountpoint {}: {e}", req.mountpoint.display()))?;
@@ -328,6 +336,7 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     cfg.n_threads = Some(threads);
     cfg.clone_fd = can_clone;
     let fs = StrataFs::new(Arc::new(ov));
+    let ov = fs.ov.clone();
     let prefill = fs.prefill.clone();
     let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {
         Ok(s) => s,
@@ -338,6 +347,10 @@ pub fn run(req: MountRequest) -> Result<(), String> {
     };
     prefill.set_notifier(session.notifier());
     info!("mounted {} ({threads} threads)", mountpoint.display());
+    // The control socket is bound before the fork, so it is there once the mount
+    // command returns.
+    let dev = mount_dev(&mountpoint);
+    let serve = dev.as_deref().and_then(control);
 
     if !req.foreground {
         // Still single-threaded here: fuser starts its workers in run().
@@ -351,12 +364,13 @@ pub fn run(req: MountRequest) -> Result<(), String> {
         }
     }
     // (In the daemon, after the command has returned: not every mount's cost.)
-    if let Some(dev) = mount_dev(&mountpoint) {
+    if let Some(dev) = dev {
         if sys::geteuid() == 0 {
             raise_readahead(&dev);
         }
         crate::orphan::watch(dev);
     }
+    let _control = serve.map(|s| s(ov));
     watch_signals(target)?;
     let result = session.run();
     debug!("session ended: {result:?}");

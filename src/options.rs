@@ -45,6 +45,8 @@ pub struct MountOptions {
     pub squash_to_root: bool,
     pub squash_to_uid: Option<u32>,
     pub squash_to_gid: Option<u32>,
+    /// `inject=RULE` (may repeat): fault injection (`inject`).
+    pub inject: Vec<String>,
     /// Items that are accepted and recorded but not acted on yet, as `(key, value)`.
     pub accepted: Vec<(String, Option<String>)>,
     /// Items nobody knows; each was reported as `unknown argument ignored`.
@@ -236,6 +238,10 @@ impl MountOptions {
                 }
             }
             ("noxattrs", Some(v)) => self.noxattrs = v != "0",
+            ("inject", Some(v)) => {
+                crate::inject::check(v)?;
+                self.inject.push(v.to_string());
+            }
             ("uidmapping", Some(v)) => self.uidmapping = Some(v.to_string()),
             ("gidmapping", Some(v)) => self.gidmapping = Some(v.to_string()),
             ("squash_to_root", None) => self.squash_to_root = true,

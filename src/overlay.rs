@@ -174,6 +174,10 @@ pub struct Overlay {
     pub acl: std::sync::atomic::AtomicBool,
     /// Layer directories that listings found free of `.wh.` names.
     pub aufs_free_dirs: whiteout::AufsFreeDirs,
+    /// What the union does to the layers, for listeners (`stratafs trace`).
+    pub events: Arc<crate::events::Events>,
+    /// Requests and changes counted (`stratafs stats`).
+    pub stats: crate::stats::Stats,
 }
 
 fn open_layer_dir(path: &Path, what: &str) -> Result<OwnedFd, String> {
@@ -365,6 +369,8 @@ impl Overlay {
             handles: crate::handles::Handles::new(),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             aufs_free_dirs: whiteout::AufsFreeDirs::default(),
+            events: Default::default(),
+            stats: Default::default(),
         };
         let root_refs = root_opacity
             .into_iter()
@@ -402,6 +408,15 @@ impl Overlay {
     /// The filesystem whose numbers statfs reports: the upper's, else the top lower's.
     pub fn statfs(&self) -> io::Result<libc::statvfs64> {
         sys::fstatfs(self.layers[0].root.as_fd())
+    }
+}
+
+impl Overlay {
+    /// Something was done to the layers at `path` (computed only for a listener):
+    /// counted, and told to whoever traces the mount.
+    pub fn happened(&self, what: crate::events::What, path: impl FnOnce() -> String) {
+        self.stats.note(&what);
+        self.events.emit(what, path);
     }
 }
 

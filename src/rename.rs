@@ -12,6 +12,7 @@ use fuser::FileType;
 
 use crate::copy_up::copy_up;
 use crate::dir::{copy_up_lower_link, err, find, is_upper, node_for, pin_before_removal, work};
+use crate::events::What;
 use crate::inode::Node;
 use crate::namei;
 use crate::ondisk::Ovl;
@@ -48,7 +49,10 @@ fn prepare_dir_move(
     if !lower_paths.is_empty() {
         let v = redirect_path(ov, node)?;
         let (dir, _) = node.real(ov)?;
+        crate::inject::at(crate::inject::Step::Redirect)?;
         work.set_xattr(dir.as_fd(), c"", Ovl::Redirect, &v)?;
+        let from = String::from_utf8_lossy(&v).into_owned();
+        ov.happened(What::Redirect { from }, || node.path());
     }
     Ok(lower_paths)
 }
@@ -193,6 +197,7 @@ pub fn rename(
     // hide them.
     if src_dir && src_paths.is_empty() && dst_lower {
         whiteout::set_opaque(work, up1.as_fd(), n1)?;
+        ov.happened(What::Opaque, || p2.child_path(n2));
     }
 
     if exchange {
@@ -200,6 +205,7 @@ pub fn rename(
         let dst_paths = prepare(&dst_node)?;
         if dst_node.kind == FileType::Directory && dst_paths.is_empty() && src_lower {
             whiteout::set_opaque(work, up2.as_fd(), n2)?;
+            ov.happened(What::Opaque, || p1.child_path(n1));
         }
         carry_origin(up2.as_fd(), n2, p1, up1.as_fd());
         let _changing = (src_node.changing(), dst_node.changing());
@@ -244,6 +250,7 @@ pub fn rename(
             sys::unlinkat(up1.as_fd(), n1, false)?;
         }
     } else if src_lower && work.whiteout == WhiteoutFormat::CharDev {
+        crate::inject::at(crate::inject::Step::Whiteout)?;
         match sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_WHITEOUT) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -260,6 +267,12 @@ pub fn rename(
     }
     if aufs_at_dst {
         whiteout::drop_aufs(up2.as_fd(), n2);
+    }
+    if char_wh_at_dst || aufs_at_dst {
+        ov.happened(What::WhiteoutRemoved, || p2.child_path(n2));
+    }
+    if src_lower {
+        ov.happened(What::Whiteout, || p1.child_path(n1));
     }
     if let Some(dn) = &dst_node {
         if dn.remove_alias(p2, n2) == 0 {

@@ -123,6 +123,7 @@ use std::os::fd::AsFd;
 
 /// Makes a whiteout for `name` in the upper directory `dir`, where nothing is yet.
 pub fn create(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    crate::inject::at(crate::inject::Step::Whiteout)?;
     match work.whiteout {
         WhiteoutFormat::CharDev => work.link_whiteout(dir, name),
         WhiteoutFormat::Aufs => {
@@ -134,6 +135,7 @@ pub fn create(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
 
 /// Builds a whiteout in the work dir (char format only); returns its temp name.
 pub fn create_in_work(work: &Work) -> io::Result<std::ffi::CString> {
+    crate::inject::at(crate::inject::Step::Whiteout)?;
     let tmp = work.tmp_name();
     work.link_whiteout(work.fd.as_fd(), &tmp)?;
     Ok(tmp)
@@ -150,6 +152,7 @@ pub fn drop_aufs(dir: BorrowedFd, name: &CStr) {
 /// Marks the directory (`dir`, `name`) opaque: the overlay xattr where the upper
 /// filesystem allows one, else a `.wh..wh..opq` file inside it.
 pub fn set_opaque(work: &Work, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    crate::inject::at(crate::inject::Step::Opaque)?;
     if work.set_xattr(dir, name, Ovl::Opaque, b"y").is_ok() {
         return Ok(());
     }

@@ -96,7 +96,11 @@ impl Filesystem for StrataFs {
         debug!("destroy: {} inodes still known", self.ov.table.len());
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("lookup") }, req.pid());
         let result = (|| {
             let parent = self.node(parent)?;
             if parent.kind != FileType::Directory {
@@ -124,7 +128,11 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("forget") }, req.pid());
         self.ov.table.forget(ino.0, nlookup);
         if self.ov.table.get(ino.0).is_none() {
             self.ov.handles.drop_listings(ino.0);
@@ -133,7 +141,11 @@ impl Filesystem for StrataFs {
         self.ov.table.maybe_release_memory();
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("getattr") }, req.pid());
         let result = self.node(ino).and_then(|n| {
             // A file that lost its last name is reached through an open fd
             // (Node::real), the one this request names if any.
@@ -148,7 +160,11 @@ impl Filesystem for StrataFs {
         })
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("readlink") }, req.pid());
         let result = self.node(ino).and_then(|n| {
             n.at_real(&*self.ov, crate::sys::readlinkat)
                 .map_err(|e| match e.raw_os_error() {
@@ -161,7 +177,11 @@ impl Filesystem for StrataFs {
         answer(reply, result, |reply, target| reply.data(&target))
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("open") }, req.pid());
         // A passthrough file of this node released lately with these flags is taken
         // over (its backing stays registered while `_kept` holds it).
         let key = crate::handles::keep_flags(flags.0);
@@ -195,7 +215,7 @@ impl Filesystem for StrataFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -204,6 +224,10 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("read") }, req.pid());
         let read = file::read_fd(&self.ov, fh.0)
             .and_then(|fd| crate::real_io::read(&fd, offset, size))
             .map_err(errno);
@@ -212,7 +236,7 @@ impl Filesystem for StrataFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -220,24 +244,36 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("release") }, req.pid());
         file::release(&self.ov, fh.0);
         reply.ok();
     }
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("flush") }, req.pid());
         // Nothing to do on close (no locks, data goes straight to the real file): the
         // kernel stops sending FLUSH, saving a round trip per close(2).
         reply.error(Errno::ENOSYS);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("opendir") }, req.pid());
         match self.node(ino) {
             // No per-open state (listings are kept per directory): the kernel may
             // stop asking (ENOSYS with FUSE_NO_OPENDIR_SUPPORT) and keep listings in
@@ -262,6 +298,10 @@ impl Filesystem for StrataFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("readdir") }, req.pid());
         self.reply_listing(req, ino, offset, reply)
     }
 
@@ -273,32 +313,48 @@ impl Filesystem for StrataFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("readdirplus") }, req.pid());
         self.reply_listing_plus(req, ino, offset, reply)
     }
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("releasedir") }, req.pid());
         reply.ok();
     }
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("fsyncdir") }, req.pid());
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("statfs") }, req.pid());
         match self.ov.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -314,14 +370,22 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("getxattr") }, req.pid());
         match self.node(ino) {
             Ok(n) => xattr::reply(xattr::get(&self.ov, &n, name), size, reply),
             Err(e) => reply.error(e),
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("listxattr") }, req.pid());
         match self.node(ino) {
             Ok(n) => xattr::reply(xattr::list(&self.ov, &n), size, reply),
             Err(e) => reply.error(e),
@@ -348,6 +412,10 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("setattr") }, req.pid());
         // With KILLPRIV_V2 the kernel leaves clearing set-id bits to us: on chown
         // always, on truncate by a caller without CAP_FSETID, and on the empty
         // setattr it sends when such a caller writes through passthrough
@@ -398,6 +466,10 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("mknod") }, req.pid());
         self.make(
             req,
             parent,
@@ -420,6 +492,10 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("mkdir") }, req.pid());
         self.make(req, parent, name, umask, New::Dir { mode }, reply);
     }
 
@@ -431,6 +507,10 @@ impl Filesystem for StrataFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("symlink") }, req.pid());
         match CString::new(target.as_os_str().as_bytes()) {
             Ok(t) => self.make(req, parent, name, 0, New::Symlink { target: &t }, reply),
             Err(_) => reply.error(Errno::EINVAL),
@@ -445,6 +525,10 @@ impl Filesystem for StrataFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("link") }, req.pid());
         match self.node(ino) {
             Ok(n) if n.kind == FileType::Directory => reply.error(Errno::EPERM),
             Ok(n) => self.make(req, newparent, newname, 0, New::Link { node: &n }, reply),
@@ -452,17 +536,25 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("unlink") }, req.pid());
         self.remove(parent, name, false, reply);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("rmdir") }, req.pid());
         self.remove(parent, name, true, reply);
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -470,6 +562,10 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("rename") }, req.pid());
         let result = (|| {
             let (p1, n1) = self.dir_and_name(parent, name)?;
             let (p2, n2) = self.dir_and_name(newparent, newname)?;
@@ -488,6 +584,10 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("create") }, req.pid());
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
             let caller = self.caller(req, umask);
@@ -527,7 +627,7 @@ impl Filesystem for StrataFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -537,6 +637,10 @@ impl Filesystem for StrataFs {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("write") }, req.pid());
         let kill = self.means.killpriv && wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         answer(
             reply,
@@ -552,22 +656,29 @@ impl Filesystem for StrataFs {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("fsync") }, req.pid());
         answer(
             reply,
-            self.on_file(fh, |fd| crate::sys::fsync(fd.as_fd(), datasync)),
+            self.on_file(fh, |fd| {
+                crate::inject::at(crate::inject::Step::Fsync)?;
+                crate::sys::fsync(fd.as_fd(), datasync)
+            }),
             |reply, _| reply.ok(),
         );
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -575,6 +686,10 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("fallocate") }, req.pid());
         answer(
             reply,
             self.on_file(fh, |fd| {
@@ -586,7 +701,7 @@ impl Filesystem for StrataFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -594,6 +709,10 @@ impl Filesystem for StrataFs {
         _pos: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("setxattr") }, req.pid());
         answer(
             reply,
             self.node(ino)
@@ -602,7 +721,11 @@ impl Filesystem for StrataFs {
         );
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self
+            .ov
+            .stats
+            .begin(const { crate::stats::op("removexattr") }, req.pid());
         answer(
             reply,
             self.node(ino)

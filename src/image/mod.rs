@@ -26,3 +26,16 @@ mod member;
 mod progress;
 mod store;
 mod view;
+
+/// Where the container `name` of the store is mounted (for `stratafs trace`).
+pub fn container_mount_point(
+    store: Option<&std::path::Path>,
+    name: &str,
+) -> Result<std::path::PathBuf, String> {
+    let root = store
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(store::default_root);
+    let st = store::Store::open(&root, store::Hold::Read)?;
+    let c = container::find(&st, name)?;
+    container::mounted_at(&st, &c).ok_or_else(|| format!("container {name} is not mounted"))
+}

@@ -177,3 +177,22 @@ pub fn recv_fd(sock: BorrowedFd) -> io::Result<OwnedFd> {
         Ok(OwnedFd::from_raw_fd(fd))
     }
 }
+
+/// The user id of the process at the other end of the Unix socket `sock`
+/// (SO_PEERCRED), as the kernel recorded it at connect.
+pub fn peer_uid(sock: BorrowedFd) -> io::Result<u32> {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the size passed, for the call's length.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
+}
