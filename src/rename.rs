@@ -51,8 +51,6 @@ fn prepare_dir_move(
         let (dir, _) = node.real(ov)?;
         crate::inject::at(crate::inject::Step::Redirect)?;
         work.set_xattr(dir.as_fd(), c"", Ovl::Redirect, &v)?;
-        let from = String::from_utf8_lossy(&v).into_owned();
-        ov.happened(What::Redirect { from }, || node.path());
     }
     Ok(lower_paths)
 }
@@ -210,6 +208,8 @@ pub fn rename(
         carry_origin(up2.as_fd(), n2, p1, up1.as_fd());
         let _changing = (src_node.changing(), dst_node.changing());
         sys::renameat2(up1.as_fd(), n1, up2.as_fd(), n2, libc::RENAME_EXCHANGE)?;
+        redirected(ov, &src_paths, || p2.child_path(n2));
+        redirected(ov, &dst_paths, || p1.child_path(n1));
         moved(&src_node, (p1, n1), (p2, n2), src_paths);
         moved(&dst_node, (p2, n2), (p1, n1), dst_paths);
         return Ok(());
@@ -279,6 +279,16 @@ pub fn rename(
             ov.handles.drop_kept(dn.ino);
         }
     }
+    redirected(ov, &src_paths, || p2.child_path(n2));
     moved(&src_node, (p1, n1), (p2, n2), src_paths);
     Ok(())
+}
+
+/// Tells of the redirect a moved directory got (it has lower parts at `paths`), at
+/// its new name.
+fn redirected(ov: &Overlay, paths: &[(u16, Arc<CString>)], new_path: impl FnOnce() -> String) {
+    if let Some((_, from)) = paths.first() {
+        let from = from.to_string_lossy().into_owned();
+        ov.happened(What::Redirect { from }, new_path);
+    }
 }

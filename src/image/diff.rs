@@ -1,7 +1,8 @@
 //! `stratafs diff`: what a container changed against its image, as `docker diff` and
 //! `podman diff` print it (`A`, `C`, `D` and a path, sorted), by their rules
-//! (containers/storage `pkg/archive/changes.go`): the merged tree is compared with
-//! the image's; an entry is changed if its mode, owner, device, mtime or (not for a
+//! (containers/storage `pkg/archive/changes.go`, the overlay driver's form): the
+//! merged tree is compared with the image's; a directory made over a deleted one
+//! (opaque) is a deletion, and its entries additions; an entry is changed if its mode, owner, device, mtime or (not for a
 //! directory) size differ; a directory holding a change is changed; under an added or
 //! deleted directory only that directory is listed for a deletion, every entry for an
 //! addition. Only directories the upper holds (or that are new) are walked.
@@ -80,6 +81,14 @@ fn walk(
             _ => None,
         };
         old_names.retain(|n| *n != name);
+        // A directory made over a deleted one (opaque in the upper): the old one is
+        // deleted and everything in the new one added, as the overlay drivers of
+        // docker and podman report it.
+        if item.is_dir() && oitem.as_ref().is_some_and(|o| o.is_dir()) && new.upper_opaque(&item) {
+            out.push((Kind::Delete, p.clone()));
+            walk(new, old, &item, None, &p, out)?;
+            continue;
+        }
         match &oitem {
             None => out.push((Kind::Add, p.clone())),
             Some(o) if differ(&o.st, &item.st) => out.push((Kind::Change, p.clone())),

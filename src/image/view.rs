@@ -104,6 +104,19 @@ impl View {
                 .any(|r| self.ov.layer(r.layer).is_upper)
     }
 
+    /// Is the item a directory whose upper part is opaque (made over a deleted one)?
+    pub fn upper_opaque(&self, item: &Item) -> bool {
+        if !item.is_dir() || !self.in_upper(item) || item.node.stack().top() != 0 {
+            return false;
+        }
+        let Ok((dir, _)) = item.node.real(&self.ov) else {
+            return false;
+        };
+        let d = std::os::fd::AsFd::as_fd(&*dir);
+        let names = sys::listxattr(sys::At { dir: d, name: c"" }).unwrap_or_default();
+        crate::whiteout::opacity_with(d, c"", &names) == crate::whiteout::Opacity::Opaque
+    }
+
     /// The file's contents.
     pub fn open_file(&self, item: &Item) -> io::Result<File> {
         let (dir, name) = item.node.real(&self.ov)?;

@@ -32,7 +32,8 @@ fn connect(target: &str, store: Option<&Path>, request: &str) -> Result<UnixStre
         ),
         _ => format!("{}: {e}", sock.display()),
     })?;
-    writeln!(s, "{request}").map_err(|e| format!("{}: {e}", sock.display()))?;
+    // (A refused peer finds the connection closed: the refusal is read, not this.)
+    let _ = writeln!(s, "{request}");
     Ok(s)
 }
 
@@ -56,9 +57,7 @@ pub fn trace_cmd(target: &str, json: bool, store: Option<&Path>) -> Result<(), S
             serde_json::from_str(&line).map_err(|e| format!("a bad trace line: {e}"))?;
         refused(&v)?;
         if v["tracing"].as_bool() == Some(true) {
-            if !json {
-                eprintln!("tracing {target} (Ctrl-C ends)");
-            }
+            eprintln!("tracing {target} (Ctrl-C ends)");
             continue;
         }
         let text = if json {
@@ -79,6 +78,9 @@ pub fn stats_cmd(target: &str, json: bool, store: Option<&Path>) -> Result<(), S
     BufReader::new(s)
         .read_line(&mut line)
         .map_err(|e| format!("reading the statistics: {e}"))?;
+    if line.is_empty() {
+        return Err(format!("{target}: the mount closed the connection"));
+    }
     let v: serde_json::Value =
         serde_json::from_str(&line).map_err(|e| format!("bad statistics: {e}"))?;
     refused(&v)?;

@@ -20,7 +20,11 @@ use crate::overlay::Overlay;
 use crate::sys;
 
 /// The directory of the control sockets of this user's mounts.
+/// (`STRATAFS_RUNTIME_DIR` puts them elsewhere: tests, several test mounts at once.)
 pub fn socket_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STRATAFS_RUNTIME_DIR") {
+        return PathBuf::from(d);
+    }
     let uid = sys::geteuid();
     if uid == 0 {
         return PathBuf::from("/run/stratafs");
