@@ -12,6 +12,8 @@ command -v setfacl >/dev/null || need+=(acl)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v losetup >/dev/null || need+=(mount)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+# (rsvg-convert: tests/show.rs renders `stratafs tree --svg`'s picture)
+command -v rsvg-convert >/dev/null || need+=(librsvg2-bin)
 command -v cargo >/dev/null || need+=(cargo rustc)
 # clippy: the test command lints (cargo clippy --all-targets -- -D warnings)
 command -v cargo >/dev/null && ! cargo clippy --version >/dev/null 2>&1 &&

@@ -126,6 +126,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SystemCmd,
     },
+    /// Tell how PATH is looked up, layer by layer, component by component.
+    Explain(crate::show::ExplainArgs),
+    /// Draw the merged tree, each entry marked with the layer it comes from.
+    Tree(crate::show::TreeArgs),
 }
 
 const SUBCOMMANDS: &[&str] = &[
@@ -137,6 +141,10 @@ const SUBCOMMANDS: &[&str] = &[
     "diff",
     "commit",
     "system",
+    "trace",
+    "stats",
+    "explain",
+    "tree",
 ];
 
 /// fuse-overlayfs ignores dash flags it does not know; so do we, before clap sees them.
@@ -248,6 +256,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             crate::image::cmd::commit_cmd(&store, args)
         }
         Some(Command::System { store, cmd }) => crate::image::cmd::system(&store, cmd),
+        Some(Command::Explain(a)) => crate::show::explain_cmd(a),
+        Some(Command::Tree(a)) => crate::show::tree_cmd(a),
         Some(Command::Trace {
             target,
             json,

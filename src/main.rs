@@ -42,6 +42,7 @@ mod rdplus;
 mod readdir;
 mod real_io;
 mod rename;
+mod show;
 mod stack;
 mod stats;
 mod sys;

@@ -363,7 +363,7 @@ fn reap_daemon(mnt: &Path, pids: &[u32], secs: u64) {
     }
     let gone = || {
         pids.iter()
-            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .all(|p| !process_alive(*p))
     };
     if !wait_for(secs, gone) {
         for p in pids {

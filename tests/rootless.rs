@@ -133,7 +133,7 @@ fn a_plain_user_mounts_through_fusermount3() {
     assert!(
         wait_for(60, || pids
             .iter()
-            .all(|p| !Path::new(&format!("/proc/{p}")).exists())),
+            .all(|p| !process_alive(*p))),
         "daemon did not exit after fusermount3 -u"
     );
     check_upper(&t);

@@ -214,7 +214,7 @@ fn eight_writers_at_once_give_one_copy_up_each() {
     let got = l.wait(8);
     let mut paths: Vec<String> = got
         .iter()
-        .map(|e| kind_path(e))
+        .map(kind_path)
         .map(|(k, p)| {
             assert_eq!(k, "COPY-UP");
             p

@@ -141,6 +141,17 @@ pub fn wait_output(mut child: std::process::Child, secs: u64) -> Output {
     }
 }
 
+/// Is process `pid` still running? A zombie is not: it has exited, and only waits for
+/// its parent (here often pid 1, which may reap it seconds later) to collect it.
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// Pids of stratafs processes whose command line names `mountpoint`.
 pub fn daemon_pids(mountpoint: &Path) -> Vec<u32> {
     let needle = mountpoint.as_os_str().as_bytes().to_vec();
@@ -221,9 +232,7 @@ impl Mount {
             lazy_unmount(&self.mnt);
         }
         assert!(
-            wait_for(90, || pids
-                .iter()
-                .all(|p| !Path::new(&format!("/proc/{p}")).exists())),
+            wait_for(90, || pids.iter().all(|p| !process_alive(*p))),
             "daemon did not exit after unmount"
         );
     }
