@@ -361,10 +361,7 @@ fn reap_daemon(mnt: &Path, pids: &[u32], secs: u64) {
     if is_mounted(mnt) {
         lazy_unmount(mnt);
     }
-    let gone = || {
-        pids.iter()
-            .all(|p| !process_alive(*p))
-    };
+    let gone = || pids.iter().all(|p| !process_alive(*p));
     if !wait_for(secs, gone) {
         for p in pids {
             unsafe { libc::kill(*p as i32, libc::SIGKILL) };

@@ -131,9 +131,7 @@ fn a_plain_user_mounts_through_fusermount3() {
     assert!(mounted && line.contains("fuse.stratafs"), "{line}");
     assert!(uok, "fusermount3 -u: {uout}");
     assert!(
-        wait_for(60, || pids
-            .iter()
-            .all(|p| !process_alive(*p))),
+        wait_for(60, || pids.iter().all(|p| !process_alive(*p))),
         "daemon did not exit after fusermount3 -u"
     );
     check_upper(&t);
