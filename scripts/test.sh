@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: clippy (warnings are errors), unit tests, the integration tests
 # (which mount for real: root and /dev/fuse needed), the POSIX suite pjdfstest inside a stratafs mount whose test
-# directory starts in a lower layer, and fsx on files that start in a lower layer.
+# directory starts in a lower layer, fsx on files that start in a lower layer, and the
+# image tools against podman (scripts/image-e2e.sh).
 # Installs what the tests need first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ STRATAFS_BIN=$BIN scripts/pjdfstest.sh --jobs 4 \
 STRATAFS_BIN=$BIN scripts/fsx.sh --ops 20000 --seeds 1,2 | tail -n 5
 cargo build --all-targets
 cargo test -- --test-threads="${TEST_THREADS:-4}"
+# The image tools end to end against podman and skopeo, as root and as a plain user.
+STRATAFS_BIN=$BIN scripts/image-e2e.sh --mode both | tail -n 4
 # The unit tests need no root: once more as nobody (from a copy nobody can run).
 unit=$(cargo test --bin stratafs --no-run 2>&1 | sed -n 's/.*Executable unittests src\/main.rs (\(.*\))$/\1/p')
 tmp=$(mktemp -d)
