@@ -133,7 +133,7 @@ impl Events {
     /// Is anyone listening? (Nothing else is done when not.)
     #[inline]
     pub fn listening(&self) -> bool {
-        self.listeners.load(Ordering::Relaxed) > 0
+        !cfg!(feature = "notrace") && self.listeners.load(Ordering::Relaxed) > 0
     }
 
     /// Records an event; `path` is only computed when someone listens.

@@ -128,12 +128,14 @@ impl Default for Stats {
 pub struct Timer<'a> {
     stats: &'a Stats,
     op: usize,
-    t0: Instant,
+    /// None in a build without the statistics (`notrace`).
+    t0: Option<Instant>,
 }
 
 impl Drop for Timer<'_> {
     fn drop(&mut self) {
-        let us = self.t0.elapsed().as_micros() as u64;
+        let Some(t0) = self.t0 else { return };
+        let us = t0.elapsed().as_micros() as u64;
         let s = &self.stats.ops[self.op];
         s.count.fetch_add(1, Ordering::Relaxed);
         let b = (64 - us.leading_zeros() as usize).min(BUCKETS - 1);
@@ -159,16 +161,26 @@ impl Stats {
     /// A request of kind `op` from process `pid` begins (the caller of what it does
     /// to the layers, for the trace).
     pub fn begin(&self, op: usize, pid: u32) -> Timer<'_> {
+        if cfg!(feature = "notrace") {
+            return Timer {
+                stats: self,
+                op,
+                t0: None,
+            };
+        }
         crate::events::set_caller(pid);
         Timer {
             stats: self,
             op,
-            t0: Instant::now(),
+            t0: Some(Instant::now()),
         }
     }
 
     /// Counts what an event says happened.
     pub fn note(&self, what: &What) {
+        if cfg!(feature = "notrace") {
+            return;
+        }
         let c = match what {
             What::CopyUp { bytes, method, .. } => {
                 let i = method_index(*method);
