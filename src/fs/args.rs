@@ -93,3 +93,48 @@ impl StrataFs {
         answer(reply, result, |reply, _| reply.ok());
     }
 }
+
+impl StrataFs {
+    /// What a SETATTR asks for. With KILLPRIV_V2 the kernel leaves clearing set-id
+    /// bits to us: on chown always, on truncate by a caller without CAP_FSETID, and on
+    /// the empty setattr it sends when such a caller writes through passthrough
+    /// (`file_remove_privs`). fuser 0.18 does not pass FATTR_KILL_SUIDGID on, so
+    /// "without CAP_FSETID" is taken as "not root" (tests/setid.rs). Owners given
+    /// through the mount are stored through the id mapping; with squashing, owner
+    /// changes succeed and change nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn setattr_changes(
+        &self,
+        req: &Request,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
+    ) -> crate::attr::Changes {
+        let empty = mode.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && uid.is_none()
+            && gid.is_none();
+        let kill_suidgid = self.means.killpriv
+            && (uid.is_some() || gid.is_some() || (req.uid() != 0 && (size.is_some() || empty)));
+        let ids = &self.ov.settings.ids;
+        let (uid, gid) = if ids.squashing() {
+            (None, None)
+        } else {
+            (uid.map(|u| ids.store_uid(u)), gid.map(|g| ids.store_gid(g)))
+        };
+        crate::attr::Changes {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            kill_suidgid,
+        }
+    }
+}

@@ -69,6 +69,12 @@ impl StrataFs {
         }
     }
 
+    /// Counts the request (kind `op`) when the returned timer goes, and notes its
+    /// caller for the events it causes.
+    fn timer(&self, op: usize, req: &Request) -> crate::stats::Timer<'_> {
+        self.ov.stats.begin(op, req.pid())
+    }
+
     /// Open flags of a daemon-served file: its pages stay cached across opens.
     fn file_cache_flags(&self) -> FopenFlags {
         if self.means.keep_cache {
@@ -97,10 +103,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("lookup") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("lookup") }, req);
         let result = (|| {
             let parent = self.node(parent)?;
             if parent.kind != FileType::Directory {
@@ -129,10 +132,7 @@ impl Filesystem for StrataFs {
     }
 
     fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("forget") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("forget") }, req);
         self.ov.table.forget(ino.0, nlookup);
         if self.ov.table.get(ino.0).is_none() {
             self.ov.handles.drop_listings(ino.0);
@@ -142,10 +142,7 @@ impl Filesystem for StrataFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("getattr") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("getattr") }, req);
         let result = self.node(ino).and_then(|n| {
             // A file that lost its last name is reached through an open fd
             // (Node::real), the one this request names if any.
@@ -161,10 +158,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("readlink") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("readlink") }, req);
         let result = self.node(ino).and_then(|n| {
             n.at_real(&*self.ov, crate::sys::readlinkat)
                 .map_err(|e| match e.raw_os_error() {
@@ -178,10 +172,7 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("open") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("open") }, req);
         // A passthrough file of this node released lately with these flags is taken
         // over (its backing stays registered while `_kept` holds it).
         let key = crate::handles::keep_flags(flags.0);
@@ -224,10 +215,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("read") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("read") }, req);
         let read = file::read_fd(&self.ov, fh.0)
             .and_then(|fd| crate::real_io::read(&fd, offset, size))
             .map_err(errno);
@@ -244,10 +232,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("release") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("release") }, req);
         file::release(&self.ov, fh.0);
         reply.ok();
     }
@@ -260,20 +245,14 @@ impl Filesystem for StrataFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("flush") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("flush") }, req);
         // Nothing to do on close (no locks, data goes straight to the real file): the
         // kernel stops sending FLUSH, saving a round trip per close(2).
         reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("opendir") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("opendir") }, req);
         match self.node(ino) {
             // No per-open state (listings are kept per directory): the kernel may
             // stop asking (ENOSYS with FUSE_NO_OPENDIR_SUPPORT) and keep listings in
@@ -298,10 +277,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("readdir") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("readdir") }, req);
         self.reply_listing(req, ino, offset, reply)
     }
 
@@ -313,10 +289,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("readdirplus") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("readdirplus") }, req);
         self.reply_listing_plus(req, ino, offset, reply)
     }
 
@@ -328,10 +301,7 @@ impl Filesystem for StrataFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("releasedir") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("releasedir") }, req);
         reply.ok();
     }
 
@@ -343,18 +313,12 @@ impl Filesystem for StrataFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("fsyncdir") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("fsyncdir") }, req);
         reply.ok();
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("statfs") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("statfs") }, req);
         match self.ov.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -371,10 +335,7 @@ impl Filesystem for StrataFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("getxattr") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("getxattr") }, req);
         match self.node(ino) {
             Ok(n) => xattr::reply(xattr::get(&self.ov, &n, name), size, reply),
             Err(e) => reply.error(e),
@@ -382,10 +343,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("listxattr") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("listxattr") }, req);
         match self.node(ino) {
             Ok(n) => xattr::reply(xattr::list(&self.ov, &n), size, reply),
             Err(e) => reply.error(e),
@@ -412,42 +370,10 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("setattr") }, req.pid());
-        // With KILLPRIV_V2 the kernel leaves clearing set-id bits to us: on chown
-        // always, on truncate by a caller without CAP_FSETID, and on the empty
-        // setattr it sends when such a caller writes through passthrough
-        // (`file_remove_privs`). fuser 0.18 does not pass FATTR_KILL_SUIDGID on, so
-        // "without CAP_FSETID" is taken as "not root" (tests/setid.rs).
-        let empty = mode.is_none()
-            && size.is_none()
-            && atime.is_none()
-            && mtime.is_none()
-            && uid.is_none()
-            && gid.is_none();
-        let kill_suidgid = self.means.killpriv
-            && (uid.is_some() || gid.is_some() || (req.uid() != 0 && (size.is_some() || empty)));
+        let _t = self.timer(const { crate::stats::op("setattr") }, req);
+        let changes = self.setattr_changes(req, mode, uid, gid, size, atime, mtime);
         let result = self.node(ino).and_then(|n| {
             let fd = fh.and_then(|fh| self.ov.handles.file(fh.0));
-            // Owners given through the mount are stored through the id mapping; with
-            // squashing, owner changes succeed and change nothing.
-            let ids = &self.ov.settings.ids;
-            let (uid, gid) = if ids.squashing() {
-                (None, None)
-            } else {
-                (uid.map(|u| ids.store_uid(u)), gid.map(|g| ids.store_gid(g)))
-            };
-            let changes = attr::Changes {
-                mode,
-                uid,
-                gid,
-                size,
-                atime,
-                mtime,
-                kill_suidgid,
-            };
             let st = attr::setattr(&self.ov, &n, fd, changes).map_err(errno)?;
             Ok(self.shown(n.attr(&st)))
         });
@@ -466,10 +392,7 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("mknod") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("mknod") }, req);
         self.make(
             req,
             parent,
@@ -492,10 +415,7 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("mkdir") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("mkdir") }, req);
         self.make(req, parent, name, umask, New::Dir { mode }, reply);
     }
 
@@ -507,10 +427,7 @@ impl Filesystem for StrataFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("symlink") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("symlink") }, req);
         match CString::new(target.as_os_str().as_bytes()) {
             Ok(t) => self.make(req, parent, name, 0, New::Symlink { target: &t }, reply),
             Err(_) => reply.error(Errno::EINVAL),
@@ -525,10 +442,7 @@ impl Filesystem for StrataFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("link") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("link") }, req);
         match self.node(ino) {
             Ok(n) if n.kind == FileType::Directory => reply.error(Errno::EPERM),
             Ok(n) => self.make(req, newparent, newname, 0, New::Link { node: &n }, reply),
@@ -537,18 +451,12 @@ impl Filesystem for StrataFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("unlink") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("unlink") }, req);
         self.remove(parent, name, false, reply);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("rmdir") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("rmdir") }, req);
         self.remove(parent, name, true, reply);
     }
 
@@ -562,10 +470,7 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("rename") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("rename") }, req);
         let result = (|| {
             let (p1, n1) = self.dir_and_name(parent, name)?;
             let (p2, n2) = self.dir_and_name(newparent, newname)?;
@@ -584,10 +489,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("create") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("create") }, req);
         let result = (|| {
             let (p, cname) = self.dir_and_name(parent, name)?;
             let caller = self.caller(req, umask);
@@ -607,21 +509,9 @@ impl Filesystem for StrataFs {
             let attr = self.shown(node.attr(&st));
             Ok((node, attr, Arc::new(fd)))
         })();
-        let (node, a, fd) = match result {
-            Ok(v) => v,
-            Err(e) => return reply.error(e),
-        };
-        let fd = crate::handles::RealFd::open(fd);
-        let backing = file::io_mode(&self.ov, &node, &fd, |fd| reply.open_backing(fd));
-        // (-1: never kept; its fd was made read-write, not with the caller's flags.)
-        let fh = FileHandle(self.ov.handles.add_file(node.ino, fd, backing.clone(), -1));
-        // (KEEP_CACHE is for daemon-served files: with passthrough the kernel refuses it.)
-        let ttl = self.ov.settings.ttl;
-        match backing {
-            Some(id) => {
-                reply.created_passthrough(&ttl, &a, Generation(0), fh, FopenFlags::empty(), &id)
-            }
-            None => reply.created(&ttl, &a, Generation(0), fh, self.file_cache_flags()),
+        match result {
+            Ok((node, a, fd)) => self.reply_created(reply, node, a, fd),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -637,10 +527,7 @@ impl Filesystem for StrataFs {
         _lo: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("write") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("write") }, req);
         let kill = self.means.killpriv && wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         answer(
             reply,
@@ -662,10 +549,7 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("fsync") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("fsync") }, req);
         answer(
             reply,
             self.on_file(fh, |fd| {
@@ -686,10 +570,7 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("fallocate") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("fallocate") }, req);
         answer(
             reply,
             self.on_file(fh, |fd| {
@@ -709,10 +590,7 @@ impl Filesystem for StrataFs {
         _pos: u32,
         reply: ReplyEmpty,
     ) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("setxattr") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("setxattr") }, req);
         answer(
             reply,
             self.node(ino)
@@ -722,10 +600,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _t = self
-            .ov
-            .stats
-            .begin(const { crate::stats::op("removexattr") }, req.pid());
+        let _t = self.timer(const { crate::stats::op("removexattr") }, req);
         answer(
             reply,
             self.node(ino)
