@@ -239,6 +239,20 @@ fn read_docker(src: &Source) -> Result<Vec<ImageIn>, String> {
     Ok(out)
 }
 
+/// A reader that counts what it read (the progress of a layer being unpacked).
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
 /// Where a layer goes: what it must be (its DiffID), its ChainID, the ids of the
 /// layers below (topmost first) and their `diff/` directories.
 struct Place<'a> {
@@ -288,7 +302,10 @@ impl Job<'_> {
             below,
             lower_diffs,
         } = *at;
-        let (mut raw, size) = src.reader(&l.member)?;
+        let (raw, size) = src.reader(&l.member)?;
+        // How far into the blob the unpacking is, for the progress bar.
+        let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let mut raw = Counted { inner: raw, read: read.clone() };
         if let Some(s) = l.size {
             if s != size {
                 return Err(format!(
@@ -353,7 +370,7 @@ impl Job<'_> {
             let mut hashed = HashingReader::new(tar);
             match &staged {
                 Some(s) => {
-                    let mut tick = |_n: u64| {};
+                    let mut tick = |_n: u64| progress.set(read.get());
                     extract::unpack(
                         &mut hashed,
                         &s.diff,
