@@ -77,17 +77,19 @@ pub fn run(req: &Request) -> Result<bool, String> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
         Err(e) => return Err(format!("workdir {}/work: {e}", req.work.display())),
     };
-    // A mounted upper is not checked: the mount holds the work dir's lock.
+    // A mounted upper is not checked: the mount holds the work dir's lock. (A mount
+    // just undone may take a moment to let go: its daemon ends after the kernel's
+    // last request; a mount namespace made meanwhile keeps it a little longer.)
     let _lock = match &work {
         Some(w) => Some(
-            crate::work::lock(w.as_fd(), std::time::Duration::ZERO).map_err(|e| {
-                match e.raw_os_error() {
-                    Some(libc::EWOULDBLOCK) => format!(
-                        "workdir {} is in use by a mount: unmount it first",
-                        req.work.display()
-                    ),
-                    _ => format!("workdir {}/work: {e}", req.work.display()),
-                }
+            crate::work::lock(w.as_fd(), std::time::Duration::from_secs(3)).map_err(|e| match e
+                .raw_os_error()
+            {
+                Some(libc::EWOULDBLOCK) => format!(
+                    "workdir {} is in use by a mount: unmount it first",
+                    req.work.display()
+                ),
+                _ => format!("workdir {}/work: {e}", req.work.display()),
             })?,
         ),
         None => None,

@@ -199,11 +199,16 @@ impl Env {
 
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         let mut c = Command::new(BIN);
-        c.arg(args[0])
-            .arg(args[1])
+        // (--store after the subcommand: `image import`, but `commit`.)
+        let n = if ["image", "container", "system"].contains(&args[0]) {
+            2
+        } else {
+            1
+        };
+        c.args(&args[..n])
             .arg("--store")
             .arg(&self.store)
-            .args(&args[2..]);
+            .args(&args[n..]);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -749,11 +754,15 @@ fn import_from_stdin_and_layers_are_not_unpacked_twice() {
 /// as before or as after (its images), and that `system gc` leaves it sound.
 fn kill_during(e: &Env, args: &[&str], delay_ms: u64, before: &str, after: &str) {
     let mut c = Command::new(BIN);
-    c.arg(args[0])
-        .arg(args[1])
+    let n = if ["image", "container", "system"].contains(&args[0]) {
+        2
+    } else {
+        1
+    };
+    c.args(&args[..n])
         .arg("--store")
         .arg(&e.store)
-        .args(&args[2..])
+        .args(&args[n..])
         .args(["--progress", "plain"]);
     let mut child = c
         .stdin(Stdio::null())
@@ -871,4 +880,47 @@ fn kill_9_during_import_and_commit_leaves_the_store_as_before_or_after() {
         .contains("localhost/committed"));
     e.outside_untouched();
     let _ = OsStr::new("");
+}
+
+#[test]
+fn commit_with_a_timestamp_is_reproducible_and_equal_layers_are_kept_once() {
+    assert_root();
+    let e = Env::with_base("img-repro");
+    let (ok, _, err) = e.run(&["container", "create", "t:1", "--name", "c"], &[]);
+    assert!(ok, "{err}");
+    let upper = fs::read_dir(e.store.join("overlay2"))
+        .unwrap()
+        .filter_map(|d| d.ok())
+        .map(|d| d.path())
+        .find(|p| p.join("merged").is_dir())
+        .unwrap()
+        .join("diff");
+    fs::create_dir(upper.join("etc")).unwrap();
+    fs::write(upper.join("etc/motd"), "changed\n").unwrap();
+    let mut ids = Vec::new();
+    for tag in ["localhost/r:1", "localhost/r:2"] {
+        let (ok, out, err) = e.run(
+            &[
+                "commit",
+                "--timestamp",
+                "1700000000",
+                "-m",
+                "same",
+                "c",
+                tag,
+            ],
+            &[],
+        );
+        assert!(ok, "{err}");
+        ids.push(out.trim().to_string());
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "two commits of the same upper with --timestamp differ"
+    );
+    let layers: Vec<_> = fs::read_dir(e.store.join("overlay2")).unwrap().collect();
+    // base layer + its commit layer + the container, and l/.
+    assert_eq!(layers.len(), 4, "the equal layer was stored twice");
+    let (ok, out, _) = e.run(&["image", "history", "r:2"], &[]);
+    assert!(ok && out.lines().nth(1).unwrap().contains("same"), "{out}");
 }

@@ -305,7 +305,10 @@ impl Job<'_> {
         let (raw, size) = src.reader(&l.member)?;
         // How far into the blob the unpacking is, for the progress bar.
         let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
-        let mut raw = Counted { inner: raw, read: read.clone() };
+        let mut raw = Counted {
+            inner: raw,
+            read: read.clone(),
+        };
         if let Some(s) = l.size {
             if s != size {
                 return Err(format!(
