@@ -20,7 +20,7 @@ use super::extract::{self, Options, Report};
 use super::layers;
 use super::progress::Progress;
 use super::store::{self, Store};
-use super::view::{private_xattr, Item, View};
+use super::view::{content_xattrs, Item, View};
 use crate::ondisk::{Ovl, OPAQUE_MARKER, WH_PREFIX};
 use crate::override_stat;
 use crate::sys::{self, At, Stat};
@@ -184,23 +184,6 @@ struct Walk<'a, W: Write> {
 }
 
 impl<W: Write> Walk<'_, W> {
-    fn upper_xattrs(&self, at: At) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        for x in sys::listxattr(at).unwrap_or_default() {
-            if private_xattr(&x) {
-                continue;
-            }
-            let Ok(c) = CString::new(x.clone()) else {
-                continue;
-            };
-            if let Ok(v) = sys::getxattr(at, &c) {
-                out.push((x, v));
-            }
-        }
-        out.sort();
-        out
-    }
-
     fn dir(&mut self, dir: BorrowedFd, path: &str) -> io::Result<()> {
         let rd = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let mut names: Vec<Vec<u8>> = sys::read_dir_all(rd.as_fd())?
@@ -227,7 +210,7 @@ impl<W: Write> Walk<'_, W> {
             let at = At { dir, name: &c };
             override_stat::apply(self.stat_override, at, &mut st);
             let p = join(path, &name);
-            let xattrs = self.upper_xattrs(at);
+            let xattrs = content_xattrs(at);
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR => {
                     let sub: OwnedFd = sys::openat(dir, &c, libc::O_PATH | libc::O_DIRECTORY, 0)?;

@@ -20,7 +20,6 @@ use super::fsdir::Dir;
 use super::member::{clean_path, cstr, open_in, parse_time, show, write_sparse, Comps};
 use crate::override_stat;
 use crate::sys::{self, At};
-use crate::whiteout;
 
 /// How a layer is unpacked.
 pub struct Options {
@@ -54,16 +53,6 @@ struct Meta {
     mode: u32,
     mtime: libc::timespec,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// The xattrs an archive may not bring: they would forge opaque directories,
-/// redirects, whiteouts or owners.
-fn forbidden_xattr(name: &[u8]) -> bool {
-    whiteout::is_private_xattr(name)
-        || override_stat::is_override_name(name)
-        || name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(crate::ondisk::FUSE_OVERLAYFS_PREFIX.as_bytes())
 }
 
 struct Unpacker<'a> {
@@ -196,7 +185,7 @@ impl Unpacker<'_> {
             for ext in exts.flatten() {
                 let key = ext.key_bytes();
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if forbidden_xattr(name) {
+                    if super::private_xattr(name) {
                         self.report.warn(format!(
                             "dropped xattr {} on '{}' (it would change what the union shows)",
                             String::from_utf8_lossy(name),
@@ -353,31 +342,10 @@ impl Unpacker<'_> {
                     Ok(()) => t,
                     Err(x) if x.raw_os_error() == Some(libc::EPERM) => {
                         // A plain user: an empty file standing for the device.
-                        drop(
-                            sys::openat(
-                                p,
-                                &name,
-                                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                                0o600,
-                            )
-                            .map_err(|x| io("create", x))?,
-                        );
                         let tname =
                             format!("{}-{major}-{minor}", if is_char { "char" } else { "block" });
-                        override_stat::write_typed(
-                            override_stat::CONTAINERS,
-                            At {
-                                dir: p,
-                                name: &name,
-                            },
-                            meta.uid,
-                            meta.gid,
-                            meta.mode,
-                            &tname,
-                        )
-                        .map_err(|x| {
-                            io("recording the device in user.containers.override_stat", x)
-                        })?;
+                        stand_in(p, &name, &meta, &tname)
+                            .map_err(|x| io("a device stand-in", x))?;
                         self.report.warn(format!("'{here}': device node kept as a file with user.containers.override_stat (no root)"));
                         self.set_xattrs_times(p, &name, &meta, &comps);
                         return Ok(());
@@ -584,6 +552,26 @@ impl Unpacker<'_> {
             show(target)
         ))
     }
+}
+
+/// An empty file standing for a device a plain user cannot make: its owner, mode
+/// and type (`char-1-3`) in user.containers.override_stat.
+fn stand_in(dir: BorrowedFd, name: &CStr, meta: &Meta, kind: &str) -> io::Result<()> {
+    drop(sys::openat(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    )?);
+    let at = At { dir, name };
+    override_stat::write_typed(
+        override_stat::CONTAINERS,
+        at,
+        meta.uid,
+        meta.gid,
+        meta.mode,
+        kind,
+    )
 }
 
 fn whiteout_prefix() -> &'static [u8] {

@@ -138,32 +138,28 @@ impl View {
         let Ok((dir, name)) = item.node.real(&self.ov) else {
             return Vec::new();
         };
-        let at = sys::At {
+        content_xattrs(sys::At {
             dir: std::os::fd::AsFd::as_fd(&*dir),
             name: &name,
-        };
-        let mut out = Vec::new();
-        for x in sys::listxattr(at).unwrap_or_default() {
-            if private_xattr(&x) {
-                continue;
-            }
-            let Ok(c) = CString::new(x.clone()) else {
-                continue;
-            };
-            if let Ok(v) = sys::getxattr(at, &c) {
-                out.push((x, v));
-            }
-        }
-        out.sort();
-        out
+        })
     }
 }
 
-/// Xattrs that belong to the union's bookkeeping, never to an image's content.
-pub fn private_xattr(name: &[u8]) -> bool {
-    crate::whiteout::is_private_xattr(name)
-        || crate::override_stat::is_override_name(name)
-        || name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(crate::ondisk::FUSE_OVERLAYFS_PREFIX.as_bytes())
+/// The xattrs of the object `at` that are its content (not the union's bookkeeping),
+/// sorted by name.
+pub fn content_xattrs(at: sys::At) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for x in sys::listxattr(at).unwrap_or_default() {
+        if super::private_xattr(&x) {
+            continue;
+        }
+        let Ok(c) = CString::new(x.clone()) else {
+            continue;
+        };
+        if let Ok(v) = sys::getxattr(at, &c) {
+            out.push((x, v));
+        }
+    }
+    out.sort();
+    out
 }
