@@ -8,6 +8,10 @@
 # steps (--yes: not). Each claim it makes is checked ("ok: ..."); the first that does
 # not hold ends it with status 1. Needs root (status 2 without). Texts:
 # scripts/lesson/<lang>.sh; the image: scripts/lesson/mkimage.py.
+#
+# The lesson's commands are single-quoted and eval'd, its texts are printf formats, its
+# checks are functions called through check():
+# shellcheck disable=SC2016,SC2059,SC2317
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
@@ -26,9 +30,11 @@ while [ $# -gt 0 ]; do
 done
 lesson=$here/scripts/lesson
 declare -A T
+# shellcheck source=scripts/lesson/en.sh
 . "$lesson/en.sh"
 if [ "$lang" != en ]; then
     [[ $lang =~ ^[a-z]+$ && -f $lesson/$lang.sh ]] || { printf "${T[bad_lang]}\n" "$lang" "$lang" >&2; exit 2; }
+    # shellcheck source=scripts/lesson/vi.sh
     . "$lesson/$lang.sh"
 fi
 case $mode in
@@ -49,12 +55,8 @@ bin=${STRATAFS:-$(release_bin "$here")}
 # the dir go away on any exit (the EXIT trap; Ctrl-C and TERM exit through it).
 
 t() { local f=${T[$1]}; shift; printf "$f" "$@"; }
-if [ -t 1 ]; then
-    c_head=$'\033[1;36m' c_cmd=$'\033[1m' c_ok=$'\033[32m' c_bad=$'\033[1;31m' c_note=$'\033[33m' c_off=$'\033[0m'
-else
-    c_head='' c_cmd='' c_ok='' c_bad='' c_note='' c_off=''
-fi
-nchecks=0 trace_pid='' tmark=0 cls=''
+c_head='' c_cmd='' c_ok='' c_bad='' c_note='' c_off=''
+nchecks=0 trace_pid='' tmark=0 cls='' getfattr_standin=''
 
 cls_cleanup() {
     local m
@@ -62,7 +64,7 @@ cls_cleanup() {
     if [ -n "$trace_pid" ]; then kill "$trace_pid" 2>/dev/null || true; wait "$trace_pid" 2>/dev/null || true; fi
     [ -n "$cls" ] || return 0
     # Deepest first; a mount whose daemon died still unmounts (lazily).
-    for m in $(awk -v d="$cls/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+    awk -v d="$cls/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done
     rm -rf --one-file-system "$cls"
@@ -101,20 +103,17 @@ trace_new() {
 }
 await() { wait_line trace.log "$1" || fail "$(t no_event "$2")"; trace_new; }
 stratafs() { "$bin" "$@"; }
-# Only the form getfattr -n NAME PATH, where the attr package is missing.
-if ! command -v getfattr >/dev/null; then
-    getfattr_standin=1
-    getfattr() {
-        [ "$1" = -n ] || return 2
-        python3 -c 'import os, sys
+# Where the attr package is missing: getfattr -n NAME PATH, the only form the lesson uses.
+getfattr_py() {
+    [ "$1" = -n ] || return 2
+    python3 -c 'import os, sys
 n, p = sys.argv[1:]
 try:
     v = os.getxattr(p, n, follow_symlinks=False)
 except OSError as e:
     sys.exit(p + ": " + n + ": " + e.strerror)
 print("# file: " + p + "\n" + n + "=\"" + v.decode(errors="replace") + "\"\n")' "$2" "$3"
-    }
-fi
+}
 xattr() { python3 -c 'import os, sys; print(os.getxattr(sys.argv[2], sys.argv[1], follow_symlinks=False).decode())' "$1" "$2" 2>/dev/null; }
 # same EXPECTED GOT: equal, or show the difference.
 same() {
@@ -138,16 +137,24 @@ print(c["count"], c["bytes"], c["count"] - c["by_method"].get("metadata only", {
 }
 
 class_lesson() {
-    cls=$(mktemp -d /tmp/stratafs-class.XXXXXX)
     trap cls_cleanup EXIT
     trap 'exit 130' INT
-    trap 'exit 143' TERM HUP
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+    cls=$(mktemp -d /tmp/stratafs-class.XXXXXX)
     cd "$cls"
+    if [ -t 1 ]; then
+        c_head=$'\033[1;36m' c_cmd=$'\033[1m' c_ok=$'\033[32m' c_bad=$'\033[1;31m' c_note=$'\033[33m' c_off=$'\033[0m'
+    fi
+    if ! command -v getfattr >/dev/null; then
+        getfattr_standin=1
+        getfattr() { getfattr_py "$@"; }
+    fi
     export STRATAFS_STORE=$cls/store
     printf '%s%s%s\n' "$c_head" "$(t title)" "$c_off"
     note intro
     note workdir "$cls" "$bin"
-    [ -z "${getfattr_standin:-}" ] || note getfattr_standin
+    [ -z "$getfattr_standin" ] || note getfattr_standin
 
     # 1 -------------------------------------------------------------------------------
     step 1
@@ -191,6 +198,7 @@ class_lesson() {
 
     # 2 -------------------------------------------------------------------------------
     step 2
+    # shellcheck disable=SC2034  # set and used by the commands run() evals
     local id1 id2 C1 C2 M1 M2 O1
     run 'id1=$(stratafs container create lesson/app:1 --name c1) && echo $id1'
     run 'id2=$(stratafs container create lesson/app:1 --name c2) && echo $id2'
@@ -221,19 +229,19 @@ class_lesson() {
     note s3_first
     check "$(t c_copyup_ev)" grep -Eq '^COPY-UP +etc/motd ' trace.log
     run "stratafs stats c1 | sed -n '/^copy-ups/,/^\$/p'"
-    local cu1 cu2 image_motd_size
+    local cu1 cu2 image_motd_size n bytes data
     cu1=$(copyups)
     image_motd_size=$(stat -c %s "$L3/diff/etc/motd")
-    set -- $cu1
-    check "$(t c_stats_one "$image_motd_size" $(($1 - $3)))" test "$3" = 1 -a "$2" = "$image_motd_size"
+    read -r n bytes data <<<"$cu1"
+    check "$(t c_stats_one "$image_motd_size" $((n - data)))" test "$data" = 1 -a "$bytes" = "$image_motd_size"
     local mark2=$tmark
     run 'echo "a second line" >> $M1/etc/motd'
     sleep 0.3
     trace_new
     run "stratafs stats c1 | sed -n '/^copy-ups/,/^\$/p'"
     cu2=$(copyups)
-    set -- $cu2
-    check "$(t c_stats_same "$1" "$2")" test "$cu2" = "$cu1"
+    read -r n bytes data <<<"$cu2"
+    check "$(t c_stats_same "$n" "$bytes")" test "$cu2" = "$cu1"
     run 'cat $M1/etc/motd; echo ---; cat $M2/etc/motd; echo ---; cat $L3/diff/etc/motd'
     run 'ls -l $C1/diff/etc'
     note s3_second
@@ -245,7 +253,7 @@ class_lesson() {
     step 4
     run 'rm $M1/app/plugins/b.so'
     await '^WHITEOUT +app/plugins/b\.so( |$)' 'WHITEOUT app/plugins/b.so'
-    check "$(t c_whiteout_ev)" true
+    check "$(t c_whiteout_ev)" grep -Eq '^WHITEOUT +app/plugins/b\.so( |$)' trace.log
     # The trace is in order: what came between the second write and this whiteout is the
     # rm's (its parent dirs copied up, the whiteout), nothing of the second write.
     second_write_quiet() {
@@ -263,8 +271,8 @@ class_lesson() {
     step 5
     run 'ls $M1/app/cache'
     run 'rm -rf $M1/app/cache && mkdir $M1/app/cache && echo fresh > $M1/app/cache/new'
-    await '^OPAQUE +app/cache( |$)' 'OPAQUE app/cache'
-    check "$(t c_opaque_ev)" true
+    await '^CREATE +app/cache/new ' 'CREATE app/cache/new'
+    check "$(t c_opaque_ev)" grep -Eq '^OPAQUE +app/cache( |$)' trace.log
     run 'ls $M1/app/cache; echo ---; ls $C1/diff/app/cache'
     run 'getfattr -n trusted.overlay.opaque $C1/diff/app/cache'
     check "$(t c_opaque_x)" test "$(xattr trusted.overlay.opaque "$C1/diff/app/cache")" = y
@@ -276,7 +284,7 @@ class_lesson() {
     step 6
     run 'mv $M1/app/data $M1/app/store'
     await '^REDIRECT +app/store( |$)' 'REDIRECT app/store'
-    check "$(t c_redirect_ev)" true
+    check "$(t c_redirect_ev)" grep -Eq '^REDIRECT +app/store( |$)' trace.log
     run 'ls $M1/app; echo ---; ls $M1/app/store'
     run 'ls -l $C1/diff/app; echo ---; ls -A $C1/diff/app/store'
     run 'getfattr -n trusted.overlay.redirect $C1/diff/app/store'
@@ -349,7 +357,7 @@ C /etc/motd" "$(stratafs diff c1)"
         ! -e "$M3/app/cache/old-1" -a ! -e "$M3/app/data" -a "$(cat "$M3/app/store/users.db")" = $'alice\nbob'
 
     echo
-    t done "$nchecks" "$cls"
+    t all_done "$nchecks" "$cls"
     echo
     if [ "$yes" = 0 ]; then printf '\n%s' "$(t enter_end)"; read -r _ || echo; fi
 }
