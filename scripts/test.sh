@@ -24,6 +24,9 @@ cargo build --all-targets
 cargo test -- --test-threads="${TEST_THREADS:-4}"
 # The image tools end to end against podman and skopeo, as root and as a plain user.
 STRATAFS_BIN=$BIN scripts/image-e2e.sh --mode both | tail -n 4
+# The class walkthrough, unattended, in both languages: it checks its own claims.
+scripts/demo.sh --class --yes | tail -n 1
+scripts/demo.sh --class --yes --lang vi | tail -n 1
 # The unit tests need no root: once more as nobody (from a copy nobody can run).
 unit=$(cargo test --bin stratafs --no-run 2>&1 | sed -n 's/.*Executable unittests src\/main.rs (\(.*\))$/\1/p')
 tmp=$(mktemp -d)

@@ -72,6 +72,7 @@ impl Progress {
                 b.set_message(format!("{what} {short}"));
                 self.bar = Some(b);
             }
+            Mode::Plain if total == 0 => eprintln!("{what} {short}"),
             Mode::Plain => eprintln!("{what} {short} ({})", human(total)),
             Mode::Json => eprintln!(
                 "{}",

@@ -110,6 +110,8 @@ impl Store {
     pub fn open(root: &Path, hold: Hold) -> Result<Store, String> {
         std::fs::create_dir_all(root)
             .map_err(|e| format!("cannot create the store {}: {e}", root.display()))?;
+        // One spelling for one store (mounts are found by the paths in their options).
+        let root = &std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
         let dir = Dir::open_path(root).map_err(|e| err(&root.display().to_string(), e))?;
         let lock = std::fs::File::from(
             sys::openat(dir.fd(), c"lock", libc::O_RDWR | libc::O_CREAT, 0o600)
