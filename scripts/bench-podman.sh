@@ -62,7 +62,8 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # log, podman_install, make_work, install_stratafs, podman_user, write_store_configs, pm,
-# store_daemons, remove_tree, base_tree_*: shared with scripts/podman-e2e.sh.
+# podman_opts, run_pm, store_reset, store_daemons, kill_store_daemons, remove_tree,
+# base_tree_*: shared with scripts/podman-e2e.sh.
 . "$REPO/scripts/podman-common.sh"
 CMDLINE="$0"
 for a in "$@"; do CMDLINE+=" $(printf '%q' "$a")"; done
@@ -117,31 +118,7 @@ select_store() {
     esac
     PROG_REAL=
     [ -z "$PROG" ] || PROG_REAL=$(readlink -f "$PROG")
-    if [ "$MODE" = rootless ]; then
-        RUNOPTS=(--network none)
-        BUILDOPTS=(--network none)
-    else
-        RUNOPTS=(--network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
-        BUILDOPTS=(--network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
-    fi
-}
-
-# run_pm NAME TIMEOUT ARGS...: output in $OUT, status in $RC, wall time in $ELAPSED,
-# a failure's description in $WHY (empty on success).
-run_pm() {
-    local name=$1 t=$2 t0 t1
-    shift 2
-    ERR_FILE=$WORK/logs/$MODE-$IMPL-$(echo "$name" | tr -c 'A-Za-z0-9.-' '_').err
-    RC=0
-    t0=$(date +%s.%N)
-    OUT=$(pm "$t" "$@" 2>"$ERR_FILE") || RC=$?
-    t1=$(date +%s.%N)
-    ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-    case $RC in
-        0) WHY= ;;
-        124|137) WHY="timed out after ${t}s: podman $*; stderr: $(tail -c 400 "$ERR_FILE" | tr '\n' ' ')" ;;
-        *) WHY="status $RC: podman $*; stderr: $(tail -c 600 "$ERR_FILE" | tr '\n' ' ')" ;;
-    esac
+    podman_opts
 }
 
 # write_configs: the selected store's config files (runroot $RUNB/r-IMPL); rootless,
@@ -170,13 +147,12 @@ user_leftovers() {
 
 CLEAN_STORES=()
 cleanup_mode() {
-    local mode=$1 s pid mp
+    local mode=$1 s pid
     local left=()
     for s in "${CLEAN_STORES[@]}"; do
         if [ "${s%%:*}" != "$mode" ]; then left+=("$s"); continue; fi
         select_store "$mode" "${s#*:}"
-        pm 120 rm -af -t 0 >/dev/null 2>&1 || true
-        pm 180 system reset -f >/dev/null 2>&1 || true
+        store_reset
     done
     CLEAN_STORES=("${left[@]+"${left[@]}"}")
     if [ "$mode" = rootless ]; then
@@ -185,15 +161,14 @@ cleanup_mode() {
     fi
     for impl in fuse-ovl stratafs; do
         select_store "$mode" "$impl"
-        for pid in $(store_daemons | cut -d' ' -f1); do kill "$pid" 2>/dev/null || true; done
+        kill_store_daemons
     done
-    for mp in $(awk -v w="$WORK/" -v r="$RUNB/" 'index($5, w) == 1 || index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-        fusermount3 -u -z "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
-    done
+    umount_below "$WORK" || true
+    [ -z "$RUNB" ] || umount_below "$RUNB" || true
 }
 
 on_exit() {
-    local rc=$? m mp
+    local rc=$? m
     trap - EXIT INT TERM
     if [ -n "$WORK" ]; then
         for m in root rootless; do cleanup_mode "$m" || true; done
@@ -319,7 +294,7 @@ note_unusable() {
 # removed. Returns 1 with $WHY on failure.
 do_build() {
     local name=$1 el why=
-    run_pm "$name" $((T * 4)) build --no-cache --pull=never "${BUILDOPTS[@]}" \
+    run_pm "$name" $((T * 4)) build --no-cache --pull=never "${RUNOPTS[@]}" \
         -f "$WORK/ctx/Containerfile" -t localhost/bench-img:latest "$WORK/ctx"
     el=$ELAPSED
     if [ "$RC" != 0 ]; then

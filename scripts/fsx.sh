@@ -50,6 +50,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# release_bin, ovl_mount, ovl_umount, ovl_stop_daemon, ovl_is_mounted
+. "$REPO/scripts/lib.sh"
 
 # Run in a private mount namespace of our own: mount namespaces that other processes
 # create meanwhile then get no copy of our mount (such a copy keeps the FUSE connection,
@@ -149,7 +151,7 @@ if [ "$IMPL" = stratafs ]; then
     else
         log "building stratafs (cargo build --release)"
         (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
-        STRATAFS_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
+        STRATAFS_BIN=$(release_bin "$REPO")
     fi
 fi
 
@@ -159,48 +161,23 @@ fi
 T=$(mktemp -d "${TMPDIR:-/var/tmp}/stratafs-fsx.XXXXXX")
 [[ $T != *[[:space:]]* ]] || die "temp dir path must not contain white space"
 MNT=$T/mnt
-DAEMON_PID=
-FUSE_CONN=
+OVL_PID=
 FAILED_ANY=0
 DAEMON_LINGERED=0
 
-is_mounted() { awk -v m="$MNT" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-
-# Undoes the mount (never statting it, in case a FUSE daemon hangs), waits for the
-# FUSE daemon we started, and kills it (by its pid) if it does not go away.
+# Undoes the mount (one umount, then aborting the FUSE connection and detaching it),
+# waits for the FUSE daemon we started, and kills it (by its pid) if it does not go away.
 unmount_all() {
-    local i
-    if is_mounted; then
-        timeout -k 5 30 umount "$MNT" 2>/dev/null || {
-            log "umount $MNT failed; aborting the connection and detaching it"
-            if [ -n "$FUSE_CONN" ] && [ -e "/sys/fs/fuse/connections/$FUSE_CONN/abort" ]; then
-                echo 1 > "/sys/fs/fuse/connections/$FUSE_CONN/abort" 2>/dev/null || true
-            fi
-            umount -l "$MNT" 2>/dev/null || true
-        }
-    fi
-    if [ -n "$DAEMON_PID" ]; then
-        for i in $(seq 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$DAEMON_PID" 2>/dev/null; then
-            log "daemon $DAEMON_PID still running 10s after the unmount; killing it. Its threads:"
-            local t
-            for t in /proc/"$DAEMON_PID"/task/*; do
-                log "    $(cat "$t/comm" 2>/dev/null) $(grep -m1 '^State' "$t/status" 2>/dev/null) wchan=$(cat "$t/wchan" 2>/dev/null)"
-            done
-            DAEMON_LINGERED=1
-            kill "$DAEMON_PID" 2>/dev/null || true; sleep 1
-            kill -9 "$DAEMON_PID" 2>/dev/null || true
-        fi
-        wait "$DAEMON_PID" 2>/dev/null || true
-        DAEMON_PID=
-    fi
+    ovl_umount "$MNT" 1 || true
+    ovl_stop_daemon "$OVL_PID" || DAEMON_LINGERED=1
+    OVL_PID=
 }
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     unmount_all
-    if is_mounted; then
+    if ovl_is_mounted "$MNT"; then
         echo "fsx.sh: $MNT is still mounted; leaving $T in place" >&2
     elif [ "$KEEP" = 1 ] || [ "$FAILED_ANY" = 1 ] || [ $rc -ne 0 ]; then
         echo "fsx.sh: kept $T" >&2
@@ -216,31 +193,8 @@ trap 'exit 143' TERM
 mkdir -p "$T"/{lower1,lower2,upper,work,mnt,logs,artifacts,sums}
 
 mount_overlay() {
-    local opts="lowerdir=$T/lower1:$T/lower2,upperdir=$T/upper,workdir=$T/work"
-    case $IMPL in
-        kernel)
-            mount -t overlay overlay -o "$opts,redirect_dir=on,index=on" "$MNT" ;;
-        stratafs)
-            "$STRATAFS_BIN" -f -o "$opts" "$MNT" 2> "$T/logs/daemon.log" &
-            DAEMON_PID=$! ;;
-        fuse-overlayfs)
-            /usr/bin/fuse-overlayfs -f -o "$opts" "$MNT" 2> "$T/logs/daemon.log" &
-            DAEMON_PID=$! ;;
-    esac
-    local i
-    for i in $(seq 200); do
-        is_mounted && break
-        if [ -n "$DAEMON_PID" ] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-            cat "$T/logs/daemon.log" >&2 || true
-            die "$IMPL exited before the mount was live"
-        fi
-        sleep 0.05
-    done
-    is_mounted || die "$IMPL: $MNT did not get mounted"
-    # The FUSE connection id is the minor number of the mount's device.
-    if [ "$IMPL" != kernel ]; then
-        FUSE_CONN=$(awk -v m="$MNT" '$5 == m { split($3, d, ":"); print d[2] }' /proc/self/mountinfo)
-    fi
+    ovl_mount "$IMPL" "$T/lower1:$T/lower2" "$T/upper" "$T/work" "$MNT" "$T/logs/daemon.log" ||
+        die "$IMPL did not mount $MNT"
     log "mounted $IMPL on $MNT (lowerdir=lower1:lower2)"
 }
 
@@ -348,7 +302,7 @@ for ((i = 0; i < total; i++)); do
         fail_run "$i" "fsx did not report A-OK"
     fi
     [ "$(sha256sum < "$T/$lower/$rel")" = "$lsum" ] || fail_run "$i" "the lower file $lower/$rel changed"
-    if [ -n "$DAEMON_PID" ] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+    if [ -n "$OVL_PID" ] && ! kill -0 "$OVL_PID" 2>/dev/null; then
         fail_run "$i" "the $IMPL daemon died"
     fi
     # What the mount shows now, to compare with the upper layer after the unmount.
@@ -364,7 +318,7 @@ for ((i = 0; i < total; i++)); do
 done
 
 unmount_all
-is_mounted && die "$MNT is still mounted"
+ovl_is_mounted "$MNT" && die "$MNT is still mounted"
 # After: the upper layer holds the copied-up file with the data the mount showed.
 for ((i = 0; i < total; i++)); do
     name=${RUN_NAMES[$i]} rel=${RUN_PATHS[$i]}

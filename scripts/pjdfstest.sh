@@ -76,6 +76,8 @@ set -euo pipefail
 PJDFSTEST_VERSION=0.2.2
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# release_bin, ovl_mount, ovl_umount, ovl_stop_daemon
+. "$REPO/scripts/lib.sh"
 
 IMPL=stratafs
 RUN_TIMEOUT=1800
@@ -146,7 +148,7 @@ case $IMPL in
         if [ -z "${STRATAFS_BIN:-}" ]; then
             log "building stratafs (cargo build --release)"
             (cd "$REPO" && timeout 1800 cargo build --release >&2) || die "cargo build --release failed"
-            STRATAFS_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
+            STRATAFS_BIN=$(release_bin "$REPO")
             case $STRATAFS_BIN in /*) ;; *) STRATAFS_BIN=$REPO/$STRATAFS_BIN ;; esac
         fi
         [ -x "$STRATAFS_BIN" ] || die "no stratafs binary at $STRATAFS_BIN"
@@ -183,21 +185,10 @@ MNT=$TMP/mnt
 SECOND=$TMP/second
 OUT=$TMP/pjdfstest.out
 DAEMON_LOG=$TMP/daemon.log
-DAEMON_PID=
+OVL_PID=
 RUN_PID=
 TAIL_PID=
 MOUNTED=()
-
-unmount_one() {         # unmount_one DIR: umount, retrying, lazily as a last resort
-    local d=$1 i
-    mountpoint -q "$d" || return 0
-    for i in 1 2 3 4 5; do
-        umount "$d" 2>/dev/null && return 0
-        sleep 1
-    done
-    log "umount $d failed (busy?), detaching it lazily"
-    umount -l "$d" || log "umount -l $d failed too"
-}
 
 cleanup() {
     local rc=$? i
@@ -211,16 +202,9 @@ cleanup() {
         wait "$RUN_PID" 2>/dev/null
     fi
     [ -n "$TAIL_PID" ] && { kill "$TAIL_PID" 2>/dev/null; wait "$TAIL_PID" 2>/dev/null; }
-    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do unmount_one "${MOUNTED[i]}"; done
-    if [ -n "$DAEMON_PID" ]; then
-        for i in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$DAEMON_PID" 2>/dev/null; then
-            log "the $IMPL daemon (pid $DAEMON_PID) did not exit after the unmount; stopping it"
-            kill -TERM "$DAEMON_PID" 2>/dev/null; sleep 2
-            kill -0 "$DAEMON_PID" 2>/dev/null && kill -KILL "$DAEMON_PID" 2>/dev/null
-        fi
-        wait "$DAEMON_PID" 2>/dev/null
-    fi
+    # umount (5 tries, a second apart), lazily as a last resort; then the daemon's exit.
+    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do ovl_umount "${MOUNTED[i]}"; done
+    ovl_stop_daemon "$OVL_PID"
     if [ "$KEEP" = 1 ]; then
         log "kept $TMP"
     elif [ -d "$TMP" ]; then
@@ -244,27 +228,8 @@ echo "from the top lower layer" > "$LOWER_TOP/t/top-file"
 echo "from the base lower layer" > "$LOWER_BASE/t/base-file"
 chmod 0644 "$LOWER_TOP/t/top-file" "$LOWER_BASE/t/base-file"
 
-OPTS="lowerdir=$LOWER_TOP:$LOWER_BASE,upperdir=$UPPER,workdir=$WORK"
-case $IMPL in
-    kernel)
-        mount -t overlay overlay -o "$OPTS,redirect_dir=on,index=on" "$MNT" ||
-            die "mount -t overlay failed"
-        ;;
-    stratafs|fuse-overlayfs)
-        if [ "$IMPL" = stratafs ]; then BIN=$STRATAFS_BIN; else BIN=$(command -v fuse-overlayfs); fi
-        "$BIN" -f -o "$OPTS" "$MNT" </dev/null >>"$DAEMON_LOG" 2>&1 &
-        DAEMON_PID=$!
-        for i in $(seq 100); do
-            mountpoint -q "$MNT" && break
-            kill -0 "$DAEMON_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if ! mountpoint -q "$MNT"; then
-            cat "$DAEMON_LOG" >&2
-            die "$IMPL did not mount $MNT"
-        fi
-        ;;
-esac
+ovl_mount "$IMPL" "$LOWER_TOP:$LOWER_BASE" "$UPPER" "$WORK" "$MNT" "$DAEMON_LOG" ||
+    die "$IMPL did not mount $MNT"
 MOUNTED+=("$MNT")
 mount -t tmpfs -o size=16m,mode=0755 pjdfstest-second "$SECOND" || die "mounting the tmpfs failed"
 MOUNTED+=("$SECOND")
@@ -352,7 +317,7 @@ run_pass() {
     wait "$RUN_PID"
     P_RC=$?
     wait "$TAIL_PID"
-    RUN_PID= TAIL_PID=
+    RUN_PID="" TAIL_PID=""
     set -e
     RUN_LEFT=$((RUN_LEFT - ($(date +%s) - start)))
     sed 's/\x1b\[[0-9;]*m//g' "$out" > "$out.clean"
@@ -439,7 +404,7 @@ if [ "$COMPLETE" = 0 ]; then
     fi
     FAILED=$((FAILED + 1))   # the unfinished run itself counts as a failure
 fi
-if [ -n "$DAEMON_PID" ] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+if [ -n "$OVL_PID" ] && ! kill -0 "$OVL_PID" 2>/dev/null; then
     echo "the $IMPL daemon died during the run; its log:"; tail -n 20 "$DAEMON_LOG"
 fi
 if [ -s "$DAEMON_LOG" ] && [ "$IMPL" != kernel ]; then

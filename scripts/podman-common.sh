@@ -1,12 +1,19 @@
+# shellcheck shell=bash disable=SC2034,SC2153  # (globals shared with the sourcing script)
 # Setup shared by scripts/podman-e2e.sh and scripts/bench-podman.sh, sourced by both
 # (not run on its own): podman's packages, the work dir, the stratafs binary, the
 # rootless user, the storage.conf / containers.conf of a private store, podman run with
-# them, and the busybox base image tree. Only functions; nothing runs when sourced.
+# them (and its options, timing and failure report), emptying a store and ending its
+# daemons, and the busybox base image tree. Only functions (with scripts/lib.sh's);
+# nothing runs when sourced.
 #
 # The sourcing script defines `setup_fail MSG` (reports MSG and exits) and sets REPO
-# (the checkout) before calling these. Globals read: WORK, MODE (root|rootless), CONF,
-# SCONF, GRAPH, PROG_REAL, XDG (rootless XDG_RUNTIME_DIR) and U_NAME/U_HOME (from
+# (the checkout) before calling these. Globals read: WORK, MODE (root|rootless), IMPL,
+# CONF, SCONF, GRAPH, PROG_REAL, XDG (rootless XDG_RUNTIME_DIR) and U_NAME/U_HOME (from
 # podman_user). Globals set: see each function.
+
+# release_bin, umount_below
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # log MSG...: progress, to stderr.
 log() { printf '%s\n' "$*" >&2; }
@@ -49,7 +56,7 @@ install_stratafs() {
     else
         (cd "$REPO" && timeout 1800 cargo build --release >"$WORK/logs/cargo.log" 2>&1) ||
             setup_fail "cargo build --release failed: $(tail -n 5 "$WORK/logs/cargo.log" | tr '\n' ' ')"
-        SRC_BIN=$(. "$REPO/scripts/lib.sh"; release_bin "$REPO")
+        SRC_BIN=$(release_bin "$REPO")
     fi
     [ -x "$SRC_BIN" ] || setup_fail "no stratafs binary at $SRC_BIN"
     install -m 0755 "$SRC_BIN" "$WORK/bin/stratafs"
@@ -132,6 +139,49 @@ pm() {
     fi
 }
 
+# podman_opts: RUNOPTS, the options every `podman run` and `podman build` gets in $MODE:
+# --network none, and as root `--ulimit nofile=20000:20000 --ulimit nproc=4096:4096`
+# (root lacks CAP_SYS_RESOURCE here; podman's defaults exceed the hard limits).
+podman_opts() {
+    RUNOPTS=(--network none)
+    [ "$MODE" = rootless ] || RUNOPTS+=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
+}
+
+# run_pm NAME TIMEOUT ARGS...: `pm TIMEOUT ARGS` with its output in OUT, its stderr in
+# ERR_FILE ($WORK/logs/MODE-IMPL-NAME.err), its exit status in RC, its wall time in
+# ELAPSED (seconds, 3 decimals) and in WHY, if it failed, how (with the end of its
+# stderr; empty on success). Returns 0.
+run_pm() {
+    local name=$1 t=$2 t0 us
+    shift 2
+    ERR_FILE=$WORK/logs/$MODE-$IMPL-$(echo "$name" | tr -c 'A-Za-z0-9.-' '_').err
+    RC=0
+    t0=${EPOCHREALTIME/[.,]/}
+    OUT=$(pm "$t" "$@" 2>"$ERR_FILE") || RC=$?
+    us=$((${EPOCHREALTIME/[.,]/} - t0))
+    printf -v ELAPSED '%d.%03d' $((us / 1000000)) $((us % 1000000 / 1000))
+    case $RC in
+        0) WHY= ;;
+        124|137) WHY="timed out after ${t}s: podman $*; stderr: $(tail -c 600 "$ERR_FILE" | tr '\n' ' ')" ;;
+        *) WHY="status $RC: podman $*; stderr: $(tail -c 900 "$ERR_FILE" | tr '\n' ' ')" ;;
+    esac
+    return 0
+}
+
+# store_reset: empties the selected store (podman rm -af, rmi -af, system reset -f),
+# ignoring failures.
+store_reset() {
+    pm 120 rm -af -t 0 >/dev/null 2>&1 || true
+    pm 120 rmi -af >/dev/null 2>&1 || true
+    pm 180 system reset -f >/dev/null 2>&1 || true
+}
+
+# kill_store_daemons: ends (by pid) the mount program's daemons still serving the store.
+kill_store_daemons() {
+    local pid
+    for pid in $(store_daemons | cut -d' ' -f1); do kill "$pid" 2>/dev/null || true; done
+}
+
 # store_daemons: the daemons of the mount program ($PROG_REAL) that serve the store's
 # graph ($GRAPH), "PID CMDLINE" lines; nothing when either is unset.
 store_daemons() {
@@ -146,13 +196,10 @@ store_daemons() {
     done
 }
 
-# remove_tree DIR: lazily unmounts whatever is still mounted below DIR (deepest first),
+# remove_tree DIR: lazily unmounts whatever is still mounted below DIR (umount_below),
 # then removes DIR. Never fails.
 remove_tree() {
-    local mp
-    for mp in $(awk -v w="$1/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-        umount -l "$mp" 2>/dev/null || true
-    done
+    umount_below "$1" || true
     rm -rf --one-file-system "$1" 2>/dev/null || rm -rf "$1" || true
 }
 

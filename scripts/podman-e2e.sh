@@ -83,7 +83,8 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # podman_install, make_work, install_stratafs, podman_user, write_store_configs, pm,
-# store_daemons, remove_tree, base_tree_*: shared with scripts/bench-podman.sh.
+# podman_opts, run_pm, store_reset, store_daemons, kill_store_daemons, remove_tree,
+# base_tree_*: shared with scripts/bench-podman.sh.
 . "$REPO/scripts/podman-common.sh"
 
 IMPL=stratafs
@@ -149,24 +150,20 @@ pause_pids() {
 }
 
 mode_cleanup() {
-    local pid mp
+    local pid
     [ "$MODE_ACTIVE" = 1 ] || return 0
     MODE_ACTIVE=0
-    pm 120 rm -af -t 0 >/dev/null 2>&1 || true
-    pm 120 rmi -af >/dev/null 2>&1 || true
-    pm 180 system reset -f >/dev/null 2>&1 || true
+    store_reset
     if [ "$MODE" = rootless ]; then
         for pid in $(pause_pids); do
             [ "$(stat -c %U "/proc/$pid" 2>/dev/null)" = "$E2E_USER" ] && kill "$pid" 2>/dev/null || true
         done
         sleep 1
     fi
-    for pid in $(store_daemons | cut -d' ' -f1); do kill "$pid" 2>/dev/null || true; done
+    kill_store_daemons
     # Leftover mounts on the host (root mode; the rootless ones died with the pause
-    # process's namespace), deepest first.
-    for mp in $(awk -v w="$WORK/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-        fusermount3 -u -z "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
-    done
+    # process's namespace).
+    umount_below "$WORK" || true
 }
 
 on_exit() {
@@ -362,22 +359,6 @@ DIFF_IGNORE='^[ACD] (/|/dev|/dev/.*|/proc|/sys|/run|/run/\.containerenv|/run/sec
 
 # ---------------------------------------------------------------------------- podman
 
-# run_pm NAME TIMEOUT ARGS...: runs podman, output in $OUT, stderr in $ERR_FILE, status
-# in $RC; a timeout (124/137) is reported in $WHY.
-run_pm() {
-    local name=$1 t=$2
-    shift 2
-    ERR_FILE=$WORK/logs/$MODE-$(echo "$name" | tr -c 'A-Za-z0-9.-' '_').err
-    RC=0
-    OUT=$(pm "$t" "$@" 2>"$ERR_FILE") || RC=$?
-    case $RC in
-        0) WHY= ;;
-        124|137) WHY="timed out after ${t}s: podman $*; stderr: $(tail -c 600 "$ERR_FILE" | tr '\n' ' ')" ;;
-        *) WHY="status $RC: podman $*; stderr: $(tail -c 900 "$ERR_FILE" | tr '\n' ' ')" ;;
-    esac
-    return 0
-}
-
 # check_cmd NAME TIMEOUT ARGS...: PASS when podman exits 0.
 check_cmd() {
     local name=$1
@@ -471,10 +452,8 @@ run_mode() {
         ensure_user || return 0
         mkdir -p "$dir"
         chown "$U_UID:$U_GID" "$dir"
-        RUNOPTS=(--network none)
-    else
-        RUNOPTS=(--network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
     fi
+    podman_opts
     write_store_configs "$dir" "$dir/run" "$PROG"
     [ "$MODE" = rootless ] && chown "$U_UID:$U_GID" "$dir"
     MODE_ACTIVE=1

@@ -48,6 +48,8 @@ die() { echo "unionmount.sh: $*" >&2; exit 2; }
 
 SELF=$(readlink -f "$0")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
+# release_bin, umount_below
+. "$ROOT/scripts/lib.sh"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3)
 
@@ -83,22 +85,11 @@ if [ "${1:-}" = "__inner" ]; then
 
     # Undo whatever a test left: the suite's own clean-up, then by force.
     force_clean() {
-        local log=$1 dev mp pid
+        local log=$1 mp pid
         timeout 60 "$PY" ./run --clean-up >>"$log" 2>&1 || true
+        # (FUSE connections aborted first, so umount does not wait on a hung daemon)
         for mp in "$UNIONMOUNT_MNTPOINT" /upper /lower; do
-            while awk -v m="$mp" '$5 == m || index($5, m "/") == 1 { f = 1 } END { exit !f }' \
-                    /proc/self/mountinfo; do
-                # Abort FUSE connections first, so umount does not wait on a hung daemon.
-                awk -v m="$mp" '($5 == m || index($5, m "/") == 1) && $0 ~ / - fuse/ { print $3 }' \
-                    /proc/self/mountinfo | while IFS=: read -r _ dev; do
-                        [ -w "/sys/fs/fuse/connections/$dev/abort" ] &&
-                            echo 1 >"/sys/fs/fuse/connections/$dev/abort" || true
-                    done
-                mp2=$(awk -v m="$mp" '$5 == m || index($5, m "/") == 1 { p = $5 } END { print p }' \
-                    /proc/self/mountinfo)
-                echo "force-unmounting $mp2" >>"$log"
-                umount -l "$mp2" 2>>"$log" || break
-            done
+            umount_below "$mp" "$log" || true
         done
         # Daemons of this namespace only (ours), ended by pid.
         for pid in $(pgrep -x "$UM_DAEMON" 2>/dev/null || true); do
@@ -209,7 +200,7 @@ case $IMPL in
         command -v mount.fuse3 >/dev/null || [ -x /sbin/mount.fuse3 ] || die "mount.fuse3 is needed (apt-get install fuse3)"
         if [ -z "${STRATAFS_BIN:-}" ]; then
             (cd "$ROOT" && cargo build --release)
-            STRATAFS_BIN=$(. "$ROOT/scripts/lib.sh"; release_bin "$ROOT")
+            STRATAFS_BIN=$(release_bin "$ROOT")
         fi
         STRATAFS_BIN=$(readlink -f "$STRATAFS_BIN")
         [ -x "$STRATAFS_BIN" ] || die "no stratafs binary at $STRATAFS_BIN"
