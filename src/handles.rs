@@ -141,6 +141,16 @@ impl Handles {
         }
     }
 
+    /// (open files, directory listings being read, released passthrough files kept
+    /// open): figures for `stratafs stats`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.files.len(),
+            self.listings.len(),
+            self.kept_len.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Keeps the released passthrough file `ino` open (see `Kept`).
     pub fn keep(&self, ino: u64, flags: i32, fd: Arc<OwnedFd>, backing: Arc<fuser::BackingId>) {
         let old = {

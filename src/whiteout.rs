@@ -103,6 +103,11 @@ impl AufsFreeDirs {
     }
 
     /// Was the directory of `layer` with stat `st` found free of `.wh.` names?
+    /// How many are known.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn contains(&self, layer: u16, st: &Stat) -> bool {
         self.0.contains(&(layer, st.st_dev, st.st_ino))
     }

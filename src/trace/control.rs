@@ -225,6 +225,12 @@ fn stats_json(ov: &Overlay) -> Value {
         "copy_ups": {"count": n, "bytes": bytes, "by_method": by_method},
         "changes": changes,
         "nodes": ov.table.len(),
+        "caches": {
+            "open_files": ov.handles.counts().0,
+            "listings_being_read": ov.handles.counts().1,
+            "passthrough_files_kept_open": ov.handles.counts().2,
+            "directories_known_free_of_wh": ov.aufs_free_dirs.len(),
+        },
         "rss_kib": rss_kib(),
         "uptime_s": s.started.elapsed().as_secs_f64(),
     })

@@ -125,6 +125,16 @@ pub fn stats_text(s: &Value) -> String {
             ));
         }
     }
+    if let Some(c) = s["caches"].as_object() {
+        out.push('\n');
+        for (k, v) in c {
+            out.push_str(&format!(
+                "{:<30} {}\n",
+                k.replace('_', " "),
+                v.as_u64().unwrap_or(0)
+            ));
+        }
+    }
     out.push_str(&format!(
         "\nnodes in the inode table: {}\ndaemon RSS: {}\nuptime: {:.0} s",
         s["nodes"].as_u64().unwrap_or(0),
