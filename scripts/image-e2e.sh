@@ -122,15 +122,7 @@ RUNOPTS=(--network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 sx() {
     local t=$1
     shift
-    if [ "$MODE" = rootless ]; then
-        (cd "$WORK" && timeout -k 10 "$t" runuser -u "$U_NAME" -- env -i \
-            HOME="$U_HOME" USER="$U_NAME" LOGNAME="$U_NAME" SHELL=/bin/sh \
-            PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
-            XDG_RUNTIME_DIR="$XDG" TMPDIR=/var/tmp STRATAFS_STORE="$SX_STORE" \
-            "$WORK/bin/stratafs" "$@" </dev/null)
-    else
-        (cd "$WORK" && STRATAFS_STORE="$SX_STORE" timeout -k 10 "$t" "$WORK/bin/stratafs" "$@" </dev/null)
-    fi
+    in_mode "$t" STRATAFS_STORE="$SX_STORE" -- "$WORK/bin/stratafs" "$@" </dev/null
 }
 
 # pm2 TIMEOUT ARGS...: podman on the second private store, driver vfs (round-trip loads,
@@ -263,24 +255,7 @@ mode_cleanup() {
     done
 }
 
-on_exit() {
-    local rc=$?
-    trap - EXIT INT TERM
-    mode_cleanup || true
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "$KEEP" = 1 ]; then
-            echo "work dir kept: $WORK" >&2
-        else
-            remove_tree "$WORK"
-        fi
-    fi
-    if [ "$rc" != 0 ] && [ "${DONE:-0}" != 1 ]; then
-        fail "script" "aborted (status $rc)"
-    fi
-    echo "image-e2e: $PASSED passed, $FAILED failed"
-    [ "$FAILED" = 0 ] && exit 0 || exit 1
-}
-trap on_exit EXIT
+trap 'e2e_exit "image-e2e"' EXIT
 trap 'exit 130' INT TERM
 
 setup_fail() { fail "setup" "$1"; DONE=1; exit 1; }

@@ -121,22 +121,50 @@ EOF
     chmod 0644 "$CONF" "$SCONF"
 }
 
-# pm TIMEOUT ARGS...: podman ARGS with the store's $CONF and $SCONF, in $WORK, bounded by
-# TIMEOUT seconds; as root, or with MODE=rootless as $U_NAME (runuser, a clean
-# environment, XDG_RUNTIME_DIR=$XDG).
-pm() {
-    local t=$1
+# in_mode TIMEOUT [VAR=VALUE]... -- COMMAND [ARG]...: COMMAND in $WORK with the given
+# variables, bounded by TIMEOUT seconds; as root, or with MODE=rootless as $U_NAME
+# (runuser, a clean environment, XDG_RUNTIME_DIR=$XDG).
+in_mode() {
+    local t=$1 envs=()
+    shift
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     if [ "$MODE" = rootless ]; then
         (cd "$WORK" && timeout -k 10 "$t" runuser -u "$U_NAME" -- env -i \
             HOME="$U_HOME" USER="$U_NAME" LOGNAME="$U_NAME" SHELL=/bin/sh \
             PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
-            XDG_RUNTIME_DIR="$XDG" TMPDIR=/var/tmp \
-            CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" podman "$@")
+            XDG_RUNTIME_DIR="$XDG" TMPDIR=/var/tmp "${envs[@]}" "$@")
     else
-        (cd "$WORK" && CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" \
-            timeout -k 10 "$t" podman "$@")
+        (cd "$WORK" && env "${envs[@]}" timeout -k 10 "$t" "$@")
     fi
+}
+
+# pm TIMEOUT ARGS...: podman ARGS with the store's $CONF and $SCONF (in_mode).
+pm() {
+    local t=$1
+    shift
+    in_mode "$t" CONTAINERS_CONF="$CONF" CONTAINERS_STORAGE_CONF="$SCONF" -- podman "$@"
+}
+
+# e2e_exit LABEL: the end of an end-to-end script (its EXIT trap): mode_cleanup (the
+# script's), the work dir removed (kept with KEEP=1), an aborted run counted as a
+# failure, then "LABEL: N passed, M failed" and the exit status.
+e2e_exit() {
+    local rc=$? label=$1
+    trap - EXIT INT TERM
+    mode_cleanup || true
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        if [ "$KEEP" = 1 ]; then
+            echo "work dir kept: $WORK" >&2
+        else
+            remove_tree "$WORK"
+        fi
+    fi
+    if [ "$rc" != 0 ] && [ "${DONE:-0}" != 1 ]; then
+        fail "script" "aborted (status $rc)"
+    fi
+    echo "$label: $PASSED passed, $FAILED failed"
+    [ "$FAILED" = 0 ] && exit 0 || exit 1
 }
 
 # podman_opts: RUNOPTS, the options every `podman run` and `podman build` gets in $MODE:

@@ -166,24 +166,7 @@ mode_cleanup() {
     umount_below "$WORK" || true
 }
 
-on_exit() {
-    local rc=$?
-    trap - EXIT INT TERM
-    mode_cleanup || true
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "$KEEP" = 1 ]; then
-            echo "work dir kept: $WORK" >&2
-        else
-            remove_tree "$WORK"
-        fi
-    fi
-    if [ "$rc" != 0 ] && [ "${DONE:-0}" != 1 ]; then
-        fail "script" "aborted (status $rc)"
-    fi
-    echo "podman-e2e on $IMPL: $PASSED passed, $FAILED failed"
-    [ "$FAILED" = 0 ] && exit 0 || exit 1
-}
-trap on_exit EXIT
+trap 'e2e_exit "podman-e2e on $IMPL"' EXIT
 trap 'exit 130' INT TERM
 
 setup_fail() { fail "setup" "$1"; DONE=1; exit 1; }
