@@ -53,6 +53,14 @@ Workloads (no WORKLOAD argument = all of them); sizes in brackets are --quick's:
           native kernel overlay, fuse-overlayfs and stratafs as mount_program:
           `podman run --rm IMAGE true` and a 6-step `podman build --no-cache`, by
           scripts/bench-podman.sh (installs podman, buildah, runc, uidmap; adds a user)
+  image   (only when named) the image tools against podman: import of a 200 MB
+          [40 MB], 5-layer docker-archive against `podman load`, and commit of a
+          100 MB [20 MB] change against `podman commit`, with stratafs's peak RSS; by
+          scripts/bench-image.py
+  trace   (only when named) the cost of the statistics and the trace: a build with
+          `--features notrace`, the normal build with nobody tracing, and with
+          `stratafs trace` listening, on a stat walk, copy-ups, an untar and rm -rf of
+          4,000 [1,000] files; by scripts/bench-trace.py
   stall   copy-up of a 1 GiB lower file (opened O_WRONLY|O_APPEND through the mount)
           while a prober stats other/fN (cycling through 1,000 names), lists other/
           and stats the root; reports the copy-up time and the prober's latency
@@ -103,7 +111,15 @@ from bench.core import BenchError, die, log  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_WORKLOADS = ["walk", "io", "copyup", "untar", "bigdir", "src", "rename", "stall", "mounts"]
-OPT_WORKLOADS = ["podman", "memory"]    # run only when named
+OPT_WORKLOADS = ["podman", "memory", "image", "trace"]    # run only when named
+# Workloads run by a script of their own (own storage, own builds): its arguments.
+OWN_SCRIPTS = {
+    "podman": lambda b: [REPO + "/scripts/bench-podman.sh", "--reps", str(b.reps)],
+    "image": lambda b: [sys.executable, REPO + "/scripts/bench-image.py", "--reps", str(b.reps),
+                        "--dir", b.dir + "/image"] + (["--quick"] if b.quick else []),
+    "trace": lambda b: [sys.executable, REPO + "/scripts/bench-trace.py", "--reps", str(b.reps),
+                        "--dir", b.dir + "/trace"] + (["--quick"] if b.quick else []),
+}
 
 
 def parse_args(args):
@@ -229,12 +245,14 @@ def main(argv):
     b = parse_args(argv)
     if os.getuid() != 0:
         die("must be run as root (mounts, drops caches)")
-    if "podman" in b.workloads:     # on its own storage, by its own script
-        if subprocess.run([REPO + "/scripts/bench-podman.sh", "--reps", str(b.reps)]).returncode:
-            die("bench-podman.sh failed")
-        b.workloads = [w for w in b.workloads if w != "podman"]
-        if not b.workloads:
-            return 0
+    for name, args in OWN_SCRIPTS.items():   # on their own storage, by their own scripts
+        if name in b.workloads:
+            cmd = args(b)
+            if subprocess.run(cmd).returncode:
+                die(f"{os.path.basename(cmd[0] if name == 'podman' else cmd[1])} failed")
+            b.workloads = [w for w in b.workloads if w != name]
+            if not b.workloads:
+                return 0
     ensure_tools(b)
     ensure_stratafs(b)
     b.lower_root = b.dir + "/lower"
