@@ -2,9 +2,18 @@
 
 use std::fmt::Write as _;
 
-use super::svg::{colour, MARGIN};
 use super::Label;
 use crate::overlay::Overlay;
+
+/// The colour of each hue (the upper's first), as in the text's ANSI colours.
+pub const HEX: [&str; super::HUES] = [
+    "#c2255c", "#1971c2", "#2f9e44", "#e8590c", "#0c8599", "#5c940d", "#6741d9",
+];
+pub const MARGIN: f64 = 24.0;
+
+pub fn colour(ov: &Overlay, layer: u16) -> &'static str {
+    HEX[ov.hue(layer) % HEX.len()]
+}
 
 pub const WHITEOUT: &str = "#e03131";
 pub const GREY: &str = "#868e96";

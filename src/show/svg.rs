@@ -10,19 +10,14 @@ use std::fmt::Write as _;
 
 use fuser::FileType;
 
-use super::pic::{fit, legend, Pic, BOX_H, CHAR_W, GREY, SUB_W, WHITEOUT};
+use super::pic::{colour, fit, legend, Pic, BOX_H, CHAR_W, GREY, MARGIN, SUB_W, WHITEOUT};
 use super::story::{Role, Seen};
 use super::walk::Entry;
 use super::Label;
 use crate::overlay::Overlay;
 
-/// The colour of each hue (the upper's first), as in the text's ANSI colours.
-pub const HEX: [&str; super::HUES] = [
-    "#c2255c", "#1971c2", "#2f9e44", "#e8590c", "#0c8599", "#5c940d", "#6741d9",
-];
 /// How many entries the picture shows at most.
 const MAX_ENTRIES: usize = 40;
-pub const MARGIN: f64 = 24.0;
 /// The band labels' column.
 const LABEL_W: f64 = 170.0;
 const BAND_H: f64 = 58.0;
@@ -34,10 +29,6 @@ const LEFT_PAD: f64 = 10.0;
 /// The longest box text, in characters.
 const MAX_CHARS: usize = 26;
 const FONT: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
-
-pub fn colour(ov: &Overlay, layer: u16) -> &'static str {
-    HEX[ov.hue(layer) % HEX.len()]
-}
 
 /// What a column shows in one band.
 enum Cell {
