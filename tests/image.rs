@@ -924,3 +924,61 @@ fn commit_with_a_timestamp_is_reproducible_and_equal_layers_are_kept_once() {
     let (ok, out, _) = e.run(&["image", "history", "r:2"], &[]);
     assert!(ok && out.lines().nth(1).unwrap().contains("same"), "{out}");
 }
+
+#[test]
+fn two_imports_at_once_both_land_and_the_store_stays_sound() {
+    assert_root();
+    let e = Env::new("img-concurrent");
+    let mut paths = Vec::new();
+    for (i, tag) in ["localhost/one:1", "localhost/two:1", "localhost/three:1"]
+        .iter()
+        .enumerate()
+    {
+        let l = layer(&[
+            E::Dir("d"),
+            E::File(Box::leak(format!("d/f{i}").into_boxed_str()), b"data"),
+        ]);
+        let mut a = Archive::new(vec![l]);
+        a.tag = tag;
+        let p = e.dir.join(format!("c{i}.tar"));
+        a.write(&p);
+        paths.push(p);
+    }
+    let children: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            Command::new(BIN)
+                .args(["image", "import", "--store"])
+                .arg(&e.store)
+                .arg(p)
+                .args(["--progress", "plain"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = wait_output(c, 120);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (ok, ls, err) = e.run(&["image", "ls"], &[]);
+    assert!(ok, "{err}");
+    for name in ["localhost/one", "localhost/two", "localhost/three"] {
+        assert!(
+            ls.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing:\n{ls}"
+        );
+    }
+    let (ok, out, err) = e.run(&["system", "gc"], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("0 item(s) removed"),
+        "gc found leftovers: {out}"
+    );
+}
