@@ -465,13 +465,6 @@ compare_diff() {
     fi
 }
 
-ensure_user() {
-    podman_user "$E2E_USER" || { fail "setup rootless" "useradd $E2E_USER failed"; return 1; }
-    XDG=/run/user/$U_UID
-    mkdir -p "$XDG"
-    chown "$U_UID:$U_GID" "$XDG"
-    chmod 0700 "$XDG"
-}
 
 # ---------------------------------------------------------------------------- a mode
 

@@ -139,6 +139,17 @@ in_mode() {
     fi
 }
 
+# ensure_user: the end-to-end scripts' user $E2E_USER (see podman_user) with
+# /run/user/UID, which is XDG_RUNTIME_DIR for its podman; a failure is reported with
+# the script's `fail`.
+ensure_user() {
+    podman_user "$E2E_USER" || { fail "setup rootless" "useradd $E2E_USER failed"; return 1; }
+    XDG=/run/user/$U_UID
+    mkdir -p "$XDG"
+    chown "$U_UID:$U_GID" "$XDG"
+    chmod 0700 "$XDG"
+}
+
 # pm TIMEOUT ARGS...: podman ARGS with the store's $CONF and $SCONF (in_mode).
 pm() {
     local t=$1

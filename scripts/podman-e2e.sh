@@ -415,15 +415,6 @@ check_no_orphans() {
     fi
 }
 
-# ensure_user: the user $E2E_USER (see podman_user) with /run/user/UID, which is
-# XDG_RUNTIME_DIR for its podman.
-ensure_user() {
-    podman_user "$E2E_USER" || { fail "setup rootless" "useradd $E2E_USER failed"; return 1; }
-    XDG=/run/user/$U_UID
-    mkdir -p "$XDG"
-    chown "$U_UID:$U_GID" "$XDG"
-    chmod 0700 "$XDG"
-}
 
 # ---------------------------------------------------------------------------- a mode
 
