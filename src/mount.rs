@@ -363,6 +363,9 @@ pub fn run(req: MountRequest, control: Control) -> Result<(), String> {
             }
         }
     }
+    // Room for the directory fd cache (half the fd limit, see stack.rs), made while
+    // this is the daemon's only thread.
+    sys::pregrow_fd_table((nofile / 2).min(1 << 14));
     // (In the daemon, after the command has returned: not every mount's cost.)
     if let Some(dev) = dev {
         if sys::geteuid() == 0 {

@@ -196,3 +196,19 @@ pub fn peer_uid(sock: BorrowedFd) -> io::Result<u32> {
     })?;
     Ok(cred.uid)
 }
+
+/// Grows this process's fd table to hold `n` fds now, while it runs one thread: the
+/// kernel grows the table of a multi-threaded process by waiting for an RCU grace
+/// period each time, which a walk that fills the directory fd cache would otherwise
+/// pay several times over. (A dup at the top of the range, closed at once.)
+pub fn pregrow_fd_table(n: u64) {
+    let top = n.saturating_sub(1).min(libc::c_int::MAX as u64) as libc::c_int;
+    // SAFETY: a call without pointers on fd 0 (stdin or /dev/null, open in a daemon);
+    // the new fd, if any, is ours alone and closed at once.
+    unsafe {
+        let fd = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, top);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+    }
+}
