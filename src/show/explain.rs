@@ -146,9 +146,21 @@ pub fn explain(ov: &Overlay, path: &Path) -> Result<String, String> {
             Err(e) => return Err(format!("{sofar}: {e}")),
         };
         let _ = writeln!(out, "\n{sofar}  (looked up in {parent_shown})");
+        let mut told = Vec::new();
         for step in &story.steps {
             let label = ov.label(step.layer);
             let mut lines = seen_text(step);
+            // Absent at this name, but merged in from where a redirect leads: one line.
+            if let (Seen::Absent, Some((_, at))) = (
+                &step.seen,
+                story.redirected.iter().find(|(l, _)| *l == step.layer),
+            ) {
+                lines = vec![format!(
+                    "not at this name; found at {} (directory): merged in through the redirect",
+                    clean(at.as_bytes())
+                )];
+                told.push(step.layer);
+            }
             if let Some(at) = &step.parent_at {
                 // The parent's part in this layer came through a redirect.
                 if let Some(first) = lines.first_mut() {
@@ -160,7 +172,7 @@ pub fn explain(ov: &Overlay, path: &Path) -> Result<String, String> {
                 let _ = writeln!(out, "  {l:<width$}  {line}");
             }
         }
-        for (layer, at) in &story.redirected {
+        for (layer, at) in story.redirected.iter().filter(|(l, _)| !told.contains(l)) {
             let _ = writeln!(
                 out,
                 "  {:<width$}  found at {} (directory): merged in through the redirect",
