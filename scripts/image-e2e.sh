@@ -341,33 +341,6 @@ gone /deldir
 COMMIT_MSG='image-e2e: the change script'
 COMMIT_AUTHOR='image-e2e <image-e2e@example.invalid>'
 
-# Describes paths: "PATH<TAB>DESC" lines. DESC: "-" (absent), "d MODE U:G [ENTRIES]",
-# "f MODE U:G nLINKS CONTENT" (newlines as "/", md5 over 100 bytes), "p MODE U:G",
-# "c MODE U:G MAJ,MIN", "l TARGET"; "=A=B": "same" when A and B are one inode. "/" is
-# only listed.
-VIEW_SH='desc() {
-  p=$1
-  case $p in
-  =*) a=${p#=}; b=${a#*=}; a=${a%%=*}
-      if [ -e "$a" ] && [ -e "$b" ]; then
-        if [ "$(stat -c %i "$a")" = "$(stat -c %i "$b")" ]; then echo same; else echo differ; fi
-      else echo -; fi
-      return ;;
-  esac
-  if [ -L "$p" ]; then echo "l $(readlink "$p")"
-  elif [ -p "$p" ]; then echo "p $(stat -c "%a %u:%g" "$p")"
-  elif [ -c "$p" ]; then echo "c $(stat -c "%a %u:%g" "$p") $((0x$(stat -c %t "$p"))),$((0x$(stat -c %T "$p")))"
-  elif [ "$p" = / ]; then echo "d [$(ls -A / | tr "\n" " " | sed "s/ $//")]"
-  elif [ -d "$p" ]; then echo "d $(stat -c "%a %u:%g" "$p") [$(ls -A "$p" | tr "\n" " " | sed "s/ $//")]"
-  elif [ -f "$p" ]; then
-    if [ "$(stat -c %s "$p")" -gt 100 ]; then c=md5:$(md5sum < "$p" | cut -d" " -f1)
-    else c=$(tr "\n" "/" < "$p"); fi
-    echo "f $(stat -c "%a %u:%g n%h" "$p") $c"
-  elif [ -e "$p" ]; then echo "? $(stat -c %F "$p")"
-  else echo -; fi
-}
-for p in "$@"; do printf "%s\t%s\n" "$p" "$(desc "$p")"; done'
-
 # Expected views: ASPECT|PATH|IMAGE|after CHANGES ("^" = as the image). $NULL_LS is " null"
 # (root) or "", $NULL the device's line, $NEW the owner of what the change script creates
 # (0:0, or the user's ids in the stratafs container rootless).

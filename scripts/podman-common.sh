@@ -1,10 +1,11 @@
 # shellcheck shell=bash disable=SC2034,SC2153  # (globals shared with the sourcing script)
-# Setup shared by scripts/podman-e2e.sh and scripts/bench-podman.sh, sourced by both
-# (not run on its own): podman's packages, the work dir, the stratafs binary, the
-# rootless user, the storage.conf / containers.conf of a private store, podman run with
-# them (and its options, timing and failure report), emptying a store and ending its
-# daemons, and the busybox base image tree. Only functions (with scripts/lib.sh's);
-# nothing runs when sourced.
+# Setup shared by scripts/podman-e2e.sh, scripts/image-e2e.sh and scripts/bench-podman.sh,
+# sourced by them (not run on its own): podman's packages, the work dir, the stratafs
+# binary, the rootless user, the storage.conf / containers.conf of a private store,
+# podman run with them (and its options, timing and failure report), emptying a store
+# and ending its daemons, the busybox base image tree, the end-to-end scripts' exit and
+# their view script (VIEW_SH). Only functions (with scripts/lib.sh's) and that one
+# variable; nothing runs when sourced.
 #
 # The sourcing script defines `setup_fail MSG` (reports MSG and exits) and sets REPO
 # (the checkout) before calling these. Globals read: WORK, MODE (root|rootless), IMPL,
@@ -138,6 +139,36 @@ in_mode() {
         (cd "$WORK" && env "${envs[@]}" timeout -k 10 "$t" "$@")
     fi
 }
+
+# VIEW_SH: a shell script, run in a container with paths as arguments, that describes
+# them as the end-to-end scripts compare them: one "PATH<TAB>DESC" line each. DESC is
+# "-" (absent), "d MODE U:G [ENTRIES]", "f MODE U:G nLINKS CONTENT" (newlines as "/",
+# md5 for files over 100 bytes), "p MODE U:G", "c MODE U:G MAJ,MIN", "l TARGET";
+# "=A=B" gives "same" when A and B are one inode. "/" is only listed: the mode of the
+# root directory is set by containers-storage (0555 or the parent layer's), not by the
+# overlay.
+VIEW_SH='desc() {
+  p=$1
+  case $p in
+  =*) a=${p#=}; b=${a#*=}; a=${a%%=*}
+      if [ -e "$a" ] && [ -e "$b" ]; then
+        if [ "$(stat -c %i "$a")" = "$(stat -c %i "$b")" ]; then echo same; else echo differ; fi
+      else echo -; fi
+      return ;;
+  esac
+  if [ -L "$p" ]; then echo "l $(readlink "$p")"
+  elif [ -p "$p" ]; then echo "p $(stat -c "%a %u:%g" "$p")"
+  elif [ -c "$p" ]; then echo "c $(stat -c "%a %u:%g" "$p") $((0x$(stat -c %t "$p"))),$((0x$(stat -c %T "$p")))"
+  elif [ "$p" = / ]; then echo "d [$(ls -A / | tr "\n" " " | sed "s/ $//")]"
+  elif [ -d "$p" ]; then echo "d $(stat -c "%a %u:%g" "$p") [$(ls -A "$p" | tr "\n" " " | sed "s/ $//")]"
+  elif [ -f "$p" ]; then
+    if [ "$(stat -c %s "$p")" -gt 100 ]; then c=md5:$(md5sum < "$p" | cut -d" " -f1)
+    else c=$(tr "\n" "/" < "$p"); fi
+    echo "f $(stat -c "%a %u:%g n%h" "$p") $c"
+  elif [ -e "$p" ]; then echo "? $(stat -c %F "$p")"
+  else echo -; fi
+}
+for p in "$@"; do printf "%s\t%s\n" "$p" "$(desc "$p")"; done'
 
 # ensure_user: the end-to-end scripts' user $E2E_USER (see podman_user) with
 # /run/user/UID, which is XDG_RUNTIME_DIR for its podman; a failure is reported with

@@ -241,33 +241,6 @@ echo tail >> /big.bin
 rm /base/fifo
 touch /tmp/ready'
 
-# Describes paths as seen in a container: one "PATH<TAB>DESC" line each. DESC is
-# "-" (absent), "d MODE U:G [ENTRIES]", "f MODE U:G nLINKS CONTENT" (newlines as "/",
-# md5 for files over 100 bytes), "p MODE U:G", "l TARGET"; "=A=B" gives "same" when A
-# and B have one inode. "/" is only listed: the mode of the root directory is set by
-# containers-storage (0555 or the parent layer's), not by the overlay.
-VIEW_SH='desc() {
-  p=$1
-  case $p in
-  =*) a=${p#=}; b=${a#*=}; a=${a%%=*}
-      if [ -e "$a" ] && [ -e "$b" ]; then
-        if [ "$(stat -c %i "$a")" = "$(stat -c %i "$b")" ]; then echo same; else echo differ; fi
-      else echo -; fi
-      return ;;
-  esac
-  if [ -L "$p" ]; then echo "l $(readlink "$p")"
-  elif [ -p "$p" ]; then echo "p $(stat -c "%a %u:%g" "$p")"
-  elif [ "$p" = / ]; then echo "d [$(ls -A / | tr "\n" " " | sed "s/ $//")]"
-  elif [ -d "$p" ]; then echo "d $(stat -c "%a %u:%g" "$p") [$(ls -A "$p" | tr "\n" " " | sed "s/ $//")]"
-  elif [ -f "$p" ]; then
-    if [ "$(stat -c %s "$p")" -gt 100 ]; then c=md5:$(md5sum < "$p" | cut -d" " -f1)
-    else c=$(tr "\n" "/" < "$p"); fi
-    echo "f $(stat -c "%a %u:%g n%h" "$p") $c"
-  elif [ -e "$p" ]; then echo "? $(stat -c %F "$p")"
-  else echo -; fi
-}
-for p in "$@"; do printf "%s\t%s\n" "$p" "$(desc "$p")"; done'
-
 # Expected views: ASPECT|PATH|BASE image|built IMAGE|after CHANGES ("^" = as the column
 # to its left).
 EXPECT="root listing|/|d [base big.bin bin data deldir dev etc olddir proc root run sys tmp]|d [base big.bin bin copied data dev etc newdir proc root run sys tmp]|d [added.txt base big.bin bin copied data dev etc proc renamed root run sys tmp]
