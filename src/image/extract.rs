@@ -55,6 +55,21 @@ struct Meta {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Meta {
+    /// Records this owner and mode, and the type `kind` (`file`, `char-1-3`, ...), in
+    /// user.containers.override_stat on `at`.
+    fn record(&self, at: At, kind: &str) -> io::Result<()> {
+        override_stat::write_typed(
+            override_stat::CONTAINERS,
+            at,
+            self.uid,
+            self.gid,
+            self.mode,
+            kind,
+        )
+    }
+}
+
 struct Unpacker<'a> {
     root: &'a Dir,
     lowers: &'a [Dir],
@@ -185,7 +200,7 @@ impl Unpacker<'_> {
             for ext in exts.flatten() {
                 let key = ext.key_bytes();
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if super::private_xattr(name) {
+                    if crate::whiteout::is_private_xattr(name) {
                         self.report.warn(format!(
                             "dropped xattr {} on '{}' (it would change what the union shows)",
                             String::from_utf8_lossy(name),
@@ -356,15 +371,7 @@ impl Unpacker<'_> {
             EntryType::Fifo if self.opt.rootless => {
                 // A plain user cannot put an xattr on a fifo: an empty file stands for
                 // it, its owner, mode and type in user.containers.override_stat.
-                drop(
-                    sys::openat(
-                        p,
-                        &name,
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                        0o600,
-                    )
-                    .map_err(|x| io("create", x))?,
-                );
+                empty_file(p, &name).map_err(|x| io("create", x))?;
                 libc::S_IFIFO
             }
             EntryType::Fifo => {
@@ -443,20 +450,8 @@ impl Unpacker<'_> {
                 let keep = if ftype == libc::S_IFDIR { 0o700 } else { 0o600 };
                 sys::chmodat(p, name, meta.mode | keep)
                     .map_err(|e| format!("'{here}': chmod: {e}"))?;
-                let tname = match ftype {
-                    libc::S_IFDIR => "dir",
-                    libc::S_IFIFO => "pipe",
-                    _ => "file",
-                };
-                override_stat::write_typed(
-                    override_stat::CONTAINERS,
-                    At { dir: p, name },
-                    meta.uid,
-                    meta.gid,
-                    meta.mode,
-                    tname,
-                )
-                .map_err(|e| format!("'{here}': user.containers.override_stat: {e}"))?;
+                meta.record(At { dir: p, name }, kind_name(ftype))
+                    .map_err(|e| format!("'{here}': user.containers.override_stat: {e}"))?;
             }
         } else {
             match sys::chownat(p, name, meta.uid, meta.gid) {
@@ -466,23 +461,10 @@ impl Unpacker<'_> {
                     if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM))
                         && matches!(ftype, libc::S_IFDIR | libc::S_IFREG) =>
                 {
-                    let kind = if ftype == libc::S_IFDIR {
-                        "dir"
-                    } else {
-                        "file"
-                    };
-                    let at = At { dir: p, name };
-                    override_stat::write_typed(
-                        override_stat::CONTAINERS,
-                        at,
-                        meta.uid,
-                        meta.gid,
-                        meta.mode,
-                        kind,
-                    )
-                    .map_err(|x| {
-                        format!("'{here}': chown: {e}; user.containers.override_stat: {x}")
-                    })?;
+                    meta.record(At { dir: p, name }, kind_name(ftype))
+                        .map_err(|x| {
+                            format!("'{here}': chown: {e}; user.containers.override_stat: {x}")
+                        })?;
                     self.report.warn(format!(
                         "'{here}': owner {}:{} kept in user.containers.override_stat ({e})",
                         meta.uid, meta.gid
@@ -557,21 +539,28 @@ impl Unpacker<'_> {
 /// An empty file standing for a device a plain user cannot make: its owner, mode
 /// and type (`char-1-3`) in user.containers.override_stat.
 fn stand_in(dir: BorrowedFd, name: &CStr, meta: &Meta, kind: &str) -> io::Result<()> {
-    drop(sys::openat(
+    empty_file(dir, name)?;
+    meta.record(At { dir, name }, kind)
+}
+
+/// Makes the empty regular file (`dir`, `name`), readable and writable by the daemon only.
+fn empty_file(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    sys::openat(
         dir,
         name,
         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
         0o600,
-    )?);
-    let at = At { dir, name };
-    override_stat::write_typed(
-        override_stat::CONTAINERS,
-        at,
-        meta.uid,
-        meta.gid,
-        meta.mode,
-        kind,
     )
+    .map(drop)
+}
+
+/// The TYPE field of an override value for a directory, a fifo or a file.
+fn kind_name(ftype: u32) -> &'static str {
+    match ftype {
+        libc::S_IFDIR => "dir",
+        libc::S_IFIFO => "pipe",
+        _ => "file",
+    }
 }
 
 fn whiteout_prefix() -> &'static [u8] {
