@@ -47,17 +47,41 @@ fn index_json(img: &Image, store: &Store) -> Result<Vec<u8>, String> {
 }
 
 /// Every blob the image's manifest names, manifest included.
-fn blobs_of(img: &Image) -> Vec<(String, u64)> {
-    let mut v = vec![
-        (img.manifest_digest.clone(), 0),
-        (img.config_digest.clone(), 0),
-    ];
+fn blobs_of(img: &Image) -> Vec<String> {
+    let mut v = vec![img.manifest_digest.clone(), img.config_digest.clone()];
     for l in img.layer_descriptors() {
         if let Some(d) = l["digest"].as_str() {
-            v.push((d.to_string(), l["size"].as_u64().unwrap_or(0)));
+            v.push(d.to_string());
         }
     }
     v
+}
+
+/// Puts each file of the image's OCI layout (`oci-layout`, `index.json`,
+/// `blobs/sha256/<hex>`) through `put(name, data, size)`: into a tar or a directory.
+fn oci_layout(
+    store: &Store,
+    img: &Image,
+    progress: &mut Progress,
+    put: &mut dyn FnMut(&str, &mut dyn io::Read, u64) -> io::Result<()>,
+) -> Result<(), String> {
+    let e = |x: io::Error| x.to_string();
+    let layout = store::OCI_LAYOUT;
+    put("oci-layout", &mut &layout[..], layout.len() as u64).map_err(e)?;
+    let index = index_json(img, store)?;
+    put("index.json", &mut &index[..], index.len() as u64).map_err(e)?;
+    for d in blobs_of(img) {
+        let mut f = store.open_blob(&d)?;
+        let size = f.metadata().map_err(e)?.len();
+        progress.step("Writing", &d, size);
+        put(
+            &format!("blobs/sha256/{}", digest::hex_of(&d)?),
+            &mut f,
+            size,
+        )
+        .map_err(e)?;
+    }
+    Ok(())
 }
 
 pub fn export(
@@ -116,18 +140,9 @@ fn write_oci_tar<W: Write>(
     t: &mut tar::Builder<W>,
     progress: &mut Progress,
 ) -> Result<(), String> {
-    let e = |x: io::Error| x.to_string();
-    add_bytes(t, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(e)?;
-    add_bytes(t, "index.json", &index_json(img, store)?).map_err(e)?;
-    for (d, _) in blobs_of(img) {
-        let f = store.open_blob(&d)?;
-        let size = f.metadata().map_err(e)?.len();
-        progress.step("Writing", &d, size);
-        let mut h = header(size, 0o644);
-        t.append_data(&mut h, format!("blobs/sha256/{}", digest::hex_of(&d)?), f)
-            .map_err(e)?;
-    }
-    Ok(())
+    oci_layout(store, img, progress, &mut |name, data, size| {
+        t.append_data(&mut header(size, 0o644), name, data)
+    })
 }
 
 fn write_oci_dir(
@@ -136,17 +151,12 @@ fn write_oci_dir(
     dir: &Path,
     progress: &mut Progress,
 ) -> Result<(), String> {
-    let e = |x: io::Error| format!("{}: {x}", dir.display());
-    std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(e)?;
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(e)?;
-    std::fs::write(dir.join("index.json"), index_json(img, store)?).map_err(e)?;
-    for (d, _) in blobs_of(img) {
-        let mut f = store.open_blob(&d)?;
-        progress.step("Writing", &d, f.metadata().map_err(e)?.len());
-        let mut o = File::create(dir.join("blobs/sha256").join(digest::hex_of(&d)?)).map_err(e)?;
-        io::copy(&mut f, &mut o).map_err(e)?;
-    }
-    Ok(())
+    std::fs::create_dir_all(dir.join("blobs/sha256"))
+        .map_err(|x| format!("{}: {x}", dir.display()))?;
+    oci_layout(store, img, progress, &mut |name, data, _| {
+        io::copy(data, &mut File::create(dir.join(name))?).map(drop)
+    })
+    .map_err(|x| format!("{}: {x}", dir.display()))
 }
 
 fn write_docker<W: Write>(

@@ -24,6 +24,8 @@ use super::digest;
 use super::fsdir::Dir;
 use crate::sys;
 
+/// The `oci-layout` file of an OCI image layout.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const MANIFEST_OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const CONFIG_OCI: &str = "application/vnd.oci.image.config.v1+json";
@@ -150,8 +152,7 @@ impl Store {
 
     fn lay_out(&self) -> io::Result<()> {
         if !self.dir.exists("oci-layout") {
-            self.dir
-                .write_atomic("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            self.dir.write_atomic("oci-layout", OCI_LAYOUT)?;
         }
         if !self.dir.exists("index.json") {
             self.write_index(&[]).map_err(io::Error::other)?;
@@ -317,7 +318,8 @@ impl Store {
     /// name from any image that had it; `None` adds an untagged entry if the image has
     /// none.
     pub fn tag(&self, manifest: &str, size: u64, name: Option<&str>) -> Result<(), String> {
-        let mut idx = self.index()?;
+        let before = self.index()?;
+        let mut idx = before.clone();
         let entry = |n: Option<&str>| {
             let mut e = json!({"mediaType": MANIFEST_OCI, "digest": manifest, "size": size});
             if let Some(n) = n {
@@ -343,23 +345,16 @@ impl Store {
             }
         }
         // An image left without any entry stays as an untagged one (`<none>`).
-        self.keep_untagged(&mut idx)?;
-        self.write_index(&idx)
-    }
-
-    fn keep_untagged(&self, idx: &mut Vec<Value>) -> Result<(), String> {
-        let before = self.index()?;
-        for m in before {
-            let d = m["digest"].as_str().unwrap_or_default();
-            if !idx.iter().any(|x| x["digest"].as_str() == Some(d)) {
-                let mut e = m.clone();
-                if let Some(a) = e.get_mut("annotations").and_then(Value::as_object_mut) {
+        for mut m in before {
+            let d = m["digest"].as_str().unwrap_or_default().to_string();
+            if !idx.iter().any(|x| x["digest"].as_str() == Some(&d)) {
+                if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
                     a.remove(REF_NAME);
                 }
-                idx.push(e);
+                idx.push(m);
             }
         }
-        Ok(())
+        self.write_index(&idx)
     }
 
     /// Layers of the store (directories keyed by ChainID hex).
