@@ -39,14 +39,3 @@ pub fn container_mount_point(
     let c = container::find(&st, name)?;
     container::mounted_at(&st, &c).ok_or_else(|| format!("container {name} is not mounted"))
 }
-
-/// Xattrs that belong to the union's bookkeeping, never to an image's content: an
-/// archive may not bring them (they would forge opaque directories, redirects,
-/// whiteouts or owners), and a commit leaves them out.
-fn private_xattr(name: &[u8]) -> bool {
-    crate::whiteout::is_private_xattr(name)
-        || crate::override_stat::is_override_name(name)
-        || name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(crate::ondisk::FUSE_OVERLAYFS_PREFIX.as_bytes())
-}

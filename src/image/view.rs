@@ -150,7 +150,7 @@ impl View {
 pub fn content_xattrs(at: sys::At) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for x in sys::listxattr(at).unwrap_or_default() {
-        if super::private_xattr(&x) {
+        if crate::whiteout::is_private_xattr(&x) {
             continue;
         }
         let Ok(c) = CString::new(x.clone()) else {
