@@ -13,6 +13,8 @@ pub struct Entry {
     /// Where it is mounted.
     pub point: PathBuf,
     pub fstype: String,
+    /// The mount's source (a FUSE mount's `fsname`).
+    pub source: Vec<u8>,
 }
 
 /// The mounts of the namespace of process `pid` ("self" for ours), in mount order.
@@ -31,12 +33,15 @@ pub fn top_at(entries: &[Entry], point: &Path, fstype: &str) -> Option<usize> {
 fn parse(line: &[u8]) -> Option<Entry> {
     let line = std::str::from_utf8(line).ok()?;
     let f: Vec<&str> = line.split(' ').collect();
-    let fstype = f.iter().skip_while(|x| **x != "-").nth(1)?;
+    let mut after_dash = f.iter().skip_while(|x| **x != "-").skip(1);
+    let fstype = after_dash.next()?;
+    let source = after_dash.next().map(|s| unescape(s)).unwrap_or_default();
     Some(Entry {
         dev: f.get(2)?.to_string(),
         root: unescape(f.get(3)?),
         point: PathBuf::from(OsStr::from_bytes(&unescape(f.get(4)?))),
         fstype: fstype.to_string(),
+        source,
     })
 }
 

@@ -91,19 +91,19 @@ pub fn find(store: &Store, what: &str) -> Result<Container, String> {
 /// A new random id (64 hex digits).
 pub fn new_id() -> String {
     let mut buf = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
+    match std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .is_err()
     {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        buf.copy_from_slice(&sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            format!("{t:?}{}", std::process::id()),
-        )));
+        Ok(()) => super::digest::hex(&buf),
+        // (No /dev/urandom: the time and the pid, hashed.)
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let d = super::digest::of(format!("{t:?}{}", std::process::id()).as_bytes());
+            d.trim_start_matches("sha256:").to_string()
+        }
     }
-    super::digest::hex(&buf)
 }
 
 /// Now, as RFC 3339 in UTC (the form image configs use).
@@ -191,22 +191,10 @@ pub fn create(store: &Store, reference: &str, name: Option<&str>) -> Result<Cont
 /// `stratafs:<its upper>` (the `fsname` its mount sets).
 pub fn mounted_at(store: &Store, c: &Container) -> Option<PathBuf> {
     let want = format!("stratafs:{}", c.upper(store).to_string_lossy());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let dash = f.iter().position(|x| *x == "-")?;
-        let ours = f.get(dash + 1) == Some(&"fuse.stratafs")
-            && f.get(dash + 2).map(|s| unescape(s)) == Some(want.clone());
-        ours.then(|| f.get(4).map(|p| PathBuf::from(unescape(p))))
-            .flatten()
-    })
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+    crate::mountinfo::read("self")
+        .into_iter()
+        .find(|m| m.fstype == "fuse.stratafs" && m.source == want.as_bytes())
+        .map(|m| m.point)
 }
 
 /// `container mount`: mounts the container at `dir` (default `merged/`); returns the
