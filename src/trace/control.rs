@@ -125,19 +125,21 @@ fn serve(conn: UnixStream, ov: &Overlay) {
             let _ = writeln!(out, "{}", json!({"tracing": true}));
             loop {
                 let (events, lost) = sub.next(Duration::from_secs(1));
-                if lost > 0 && writeln!(out, "{}", json!({"lost": lost})).is_err() {
-                    return;
-                }
-                for e in events {
-                    if writeln!(out, "{}", event_json(ov, &e)).is_err() {
-                        return;
+                let sent = (|| {
+                    if lost > 0 {
+                        writeln!(out, "{}", json!({"lost": lost}))?;
                     }
-                }
-                // (Also finds out, within a second, that the listener went away.)
-                if out.flush().is_err() {
-                    return;
-                }
-                if lost == 0 && sub_idle_probe(&mut out).is_err() {
+                    for e in &events {
+                        writeln!(out, "{}", event_json(ov, e))?;
+                    }
+                    if lost == 0 && events.is_empty() {
+                        // Nothing to say: an empty line finds out, within a second,
+                        // that the listener went away.
+                        out.write_all(b"\n")?;
+                    }
+                    out.flush()
+                })();
+                if sent.is_err() {
                     return;
                 }
             }
@@ -150,12 +152,6 @@ fn serve(conn: UnixStream, ov: &Overlay) {
             );
         }
     }
-}
-
-/// Nothing to say: an empty line keeps the connection checked.
-fn sub_idle_probe(out: &mut impl Write) -> std::io::Result<()> {
-    out.write_all(b"\n")?;
-    out.flush()
 }
 
 fn event_json(ov: &Overlay, e: &Event) -> Value {

@@ -78,6 +78,17 @@ fn us(v: &Value) -> String {
     }
 }
 
+/// A block of `name value` lines (a JSON object of counts), names `width` wide.
+fn figures(out: &mut String, obj: &Value, width: usize) {
+    if let Some(c) = obj.as_object() {
+        out.push('\n');
+        for (k, v) in c {
+            let name = k.replace('_', " ");
+            out.push_str(&format!("{name:<width$} {}\n", v.as_u64().unwrap_or(0)));
+        }
+    }
+}
+
 /// The statistics (the daemon's JSON) as tables.
 pub fn stats_text(s: &Value) -> String {
     let mut out = String::new();
@@ -115,26 +126,8 @@ pub fn stats_text(s: &Value) -> String {
             }
         }
     }
-    if let Some(c) = s["changes"].as_object() {
-        out.push('\n');
-        for (k, v) in c {
-            out.push_str(&format!(
-                "{:<18} {}\n",
-                k.replace('_', " "),
-                v.as_u64().unwrap_or(0)
-            ));
-        }
-    }
-    if let Some(c) = s["caches"].as_object() {
-        out.push('\n');
-        for (k, v) in c {
-            out.push_str(&format!(
-                "{:<30} {}\n",
-                k.replace('_', " "),
-                v.as_u64().unwrap_or(0)
-            ));
-        }
-    }
+    figures(&mut out, &s["changes"], 18);
+    figures(&mut out, &s["caches"], 30);
     out.push_str(&format!(
         "\nnodes in the inode table: {}\ndaemon RSS: {}\nuptime: {:.0} s",
         s["nodes"].as_u64().unwrap_or(0),
