@@ -6,7 +6,8 @@
 //! daemon clears set-id bits itself, so the kernel may remember that a file has no
 //! `security.capability` instead of asking before every write), `readdirplus`
 //! (listings carry attributes where callers were seen to stat what they list,
-//! rdplus.rs; `STRATAFS_READDIRPLUS=1`: always), `prefill` (small lower files' pages
+//! rdplus.rs; always on a mount with no upper layer, and with `-o readdirplus=always`
+//! or `STRATAFS_READDIRPLUS=1`), `prefill` (small lower files' pages
 //! handed to the kernel at their first open, prefill.rs), `prefetch` (what walkers
 //! will want next read ahead: subdirectories of a walker that descends, the files of
 //! a listing where callers open what they list, prefetch.rs).
@@ -99,6 +100,24 @@ impl Means {
 }
 
 impl Means {
+    /// Which listings carry attributes on this mount: as `-o readdirplus=` says
+    /// (`asked`) unless `STRATAFS_DISABLE=readdirplus`; else every listing on a mount
+    /// with no upper layer, and as callers are seen to want them on the others. A
+    /// mount with no upper layer is one to look at, not to work in: podman makes one
+    /// only to walk it (the parent side of every build step's diff, `podman image
+    /// mount`), and a walk that lists a directory whole before it stats the entries
+    /// would otherwise look up every entry past the first reply.
+    pub fn choose_listings(&mut self, asked: Option<Mode>, has_upper: bool) {
+        if self.readdirplus == Mode::Off {
+            return;
+        }
+        match asked {
+            Some(mode) => self.readdirplus = mode,
+            None if !has_upper => self.readdirplus = Mode::Always,
+            None => {}
+        }
+    }
+
     /// Asks the kernel, at INIT, for the means that are on (and that the overlay's
     /// settings allow), and turns off those it refuses. Returns whether listings may
     /// carry attributes (READDIRPLUS).
@@ -137,13 +156,13 @@ impl Means {
                 .is_ok();
         // READDIRPLUS: listings carry attributes where callers stat what they list
         // (rdplus.rs); the kernel then asks for the first part of each listing with it.
-        if self.readdirplus != crate::rdplus::Mode::Off
-            && cfg
-                .add_capabilities(
-                    fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
-                )
-                .is_err()
-        {
+        // Always: every part of every listing (no AUTO), so a walker that lists a whole
+        // directory before it stats the entries needs no lookups.
+        let plus = match self.readdirplus {
+            crate::rdplus::Mode::Always => fuser::InitFlags::FUSE_DO_READDIRPLUS,
+            _ => fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        };
+        if self.readdirplus != crate::rdplus::Mode::Off && cfg.add_capabilities(plus).is_err() {
             self.readdirplus = crate::rdplus::Mode::Off;
         }
         if self.big_writes {
@@ -178,5 +197,21 @@ mod tests {
         let all = Means::parse("");
         assert!(all.negative && all.symlink_cache && all.readdirplus == Mode::Learn);
         assert!(all.prefill && all.prefetch);
+    }
+
+    #[test]
+    fn listings_carry_attributes_on_a_mount_without_upper() {
+        let chosen = |env: &str, asked, has_upper| {
+            let mut m = Means::parse(env);
+            m.choose_listings(asked, has_upper);
+            m.readdirplus
+        };
+        assert_eq!(chosen("", None, true), Mode::Learn);
+        assert_eq!(chosen("", None, false), Mode::Always);
+        assert_eq!(chosen("", Some(Mode::Learn), false), Mode::Learn);
+        assert_eq!(chosen("", Some(Mode::Always), true), Mode::Always);
+        assert_eq!(chosen("", Some(Mode::Off), false), Mode::Off);
+        // diagnosis wins
+        assert_eq!(chosen("readdirplus", Some(Mode::Always), false), Mode::Off);
     }
 }

@@ -70,6 +70,7 @@ pub fn prepare(req: &MountRequest) -> Result<Overlay, String> {
         volatile: o.volatile,
         acl: !o.noacl && !o.noxattrs,
         static_nlink: o.static_nlink,
+        readdirplus: o.readdirplus,
         ino32: o.ino32,
         xattr_permissions: o.xattr_permissions,
         noxattrs: o.noxattrs,

@@ -47,6 +47,8 @@ pub struct MountOptions {
     pub squash_to_gid: Option<u32>,
     /// `inject=RULE` (may repeat): fault injection (`inject`).
     pub inject: Vec<String>,
+    /// `readdirplus=auto|always|off`: which listings carry attributes (`rdplus`).
+    pub readdirplus: Option<crate::rdplus::Mode>,
     /// Items that are accepted and recorded but not acted on yet, as `(key, value)`.
     pub accepted: Vec<(String, Option<String>)>,
     /// Items nobody knows; each was reported as `unknown argument ignored`.
@@ -242,6 +244,18 @@ impl MountOptions {
                 crate::inject::check(v)?;
                 self.inject.push(v.to_string());
             }
+            ("readdirplus", Some(v)) => {
+                self.readdirplus = Some(match v {
+                    "auto" => crate::rdplus::Mode::Learn,
+                    "always" => crate::rdplus::Mode::Always,
+                    "off" => crate::rdplus::Mode::Off,
+                    _ => {
+                        return Err(format!(
+                            "invalid value for readdirplus: {v} (auto, always, off)"
+                        ))
+                    }
+                })
+            }
             ("uidmapping", Some(v)) => self.uidmapping = Some(v.to_string()),
             ("gidmapping", Some(v)) => self.gidmapping = Some(v.to_string()),
             ("squash_to_root", None) => self.squash_to_root = true,
@@ -338,5 +352,16 @@ mod tests {
         assert_eq!(o.lowerdirs, vec![PathBuf::from("/b")]);
         assert!(o.read_only);
         assert!(MountOptions::parse(["timeout=abc"]).is_err());
+    }
+
+    #[test]
+    fn readdirplus_takes_three_values() {
+        use crate::rdplus::Mode;
+        let mode = |v: &str| MountOptions::parse([v]).map(|o| o.readdirplus);
+        assert_eq!(mode("readdirplus=auto"), Ok(Some(Mode::Learn)));
+        assert_eq!(mode("readdirplus=always"), Ok(Some(Mode::Always)));
+        assert_eq!(mode("readdirplus=off"), Ok(Some(Mode::Off)));
+        assert_eq!(mode("lowerdir=/a"), Ok(None));
+        assert!(mode("readdirplus=yes").is_err());
     }
 }

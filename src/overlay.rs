@@ -57,6 +57,8 @@ pub struct Settings {
     pub noxattrs: bool,
     /// Owner mapping between the layers and the mount.
     pub ids: crate::idmap::IdMap,
+    /// `readdirplus=`, when given (`Means::choose_listings` decides otherwise).
+    pub readdirplus: Option<crate::rdplus::Mode>,
 }
 
 impl Settings {
@@ -74,6 +76,7 @@ impl Settings {
             xattr_permissions: 0,
             noxattrs: false,
             ids: Default::default(),
+            readdirplus: None,
         }
     }
 }

@@ -13,7 +13,8 @@
 //! first non-directory (the directories before it carry attributes: a walker that
 //! wants only names still looks up every directory, to descend into it). While they
 //! do, the kernel sends no lookups to learn from, so every 4th listing is a probe that
-//! leaves out only its last few non-directories.
+//! leaves out only its last few non-directories. A mount can also have every listing
+//! carry attributes, or none (`Mode`, chosen in means.rs).
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -28,7 +29,9 @@ pub enum Mode {
     Off,
     /// As the probes say.
     Learn,
-    /// Always (every listed entry is looked up).
+    /// Always: every listed entry is looked up, and the kernel is offered READDIRPLUS
+    /// without AUTO, so it asks for every part of a listing with attributes (with
+    /// AUTO, only the first part, and the rest only after a lookup in the directory).
     Always,
 }
 

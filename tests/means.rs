@@ -494,3 +494,62 @@ fn subdirectories_are_read_ahead_for_a_walker_that_descends() {
         "a single listing had its subdirectories read"
     );
 }
+
+/// LOOKUPs the daemon has answered on the mount at `mnt` (its statistics).
+fn lookups(mnt: &std::path::Path, rt: &std::path::Path) -> u64 {
+    let out = std::process::Command::new(BIN)
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .env("STRATAFS_RUNTIME_DIR", rt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    s["requests"]["lookup"]["count"].as_u64().unwrap_or(0)
+}
+
+/// A mount without an upper layer (podman's parent side of a build step's diff) has
+/// every part of every listing carry attributes: a walk that lists each directory
+/// whole before it stats the entries needs no LOOKUP. `readdirplus=auto` there, and
+/// the default on a mount with an upper, learn instead: the parts after the first come
+/// without attributes, and their entries are looked up.
+#[test]
+fn a_mount_without_upper_lists_with_attributes_throughout() {
+    assert_root();
+    let t = TempDir::new("rdplus-ro");
+    let (l, u, w, rt) = (t.dir("l"), t.dir("u"), t.dir("w"), t.dir("rt"));
+    for d in 0..3 {
+        let dir = l.join(format!("d{d}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..400 {
+            write(&dir.join(format!("a-file-with-a-long-name-{f:04}")), "x");
+        }
+    }
+    let env = [("STRATAFS_RUNTIME_DIR", rt.to_str().unwrap())];
+    let mut counts = Vec::new();
+    for (opts, name) in [
+        (layer_opts(&[&l], None), "no upper"),
+        (
+            layer_opts(&[&l], None) + ",readdirplus=auto",
+            "no upper, auto",
+        ),
+        (layer_opts(&[&l], Some((&u, &w))), "upper"),
+        (
+            layer_opts(&[&l], Some((&u, &w))) + ",readdirplus=always",
+            "upper, always",
+        ),
+    ] {
+        let m = Mount::with_env(&opts, &t.dir("m"), &env);
+        let mut seen = Vec::new();
+        walk(&m.p(""), true, &mut seen);
+        assert_eq!(seen.len(), 3 + 3 * 400, "{name}");
+        counts.push((name, lookups(&m.mnt, &rt)));
+        m.unmount();
+    }
+    assert!(counts[0].1 == 0 && counts[3].1 == 0, "{counts:?}");
+    assert!(counts[1].1 >= 100 && counts[2].1 >= 100, "{counts:?}");
+}

@@ -52,7 +52,8 @@ pub(super) fn errno(e: std::io::Error) -> Errno {
 
 impl StrataFs {
     pub fn new(ov: Arc<Overlay>) -> Self {
-        let means = Means::from_env();
+        let mut means = Means::from_env();
+        means.choose_listings(ov.settings.readdirplus, ov.has_upper());
         debug!("means: {means:?}");
         let rdplus = crate::rdplus::Policy::new(means.readdirplus);
         // (Pages handed over survive the open only with KEEP_CACHE.)
