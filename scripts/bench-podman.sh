@@ -3,8 +3,8 @@
 # (driver overlay, no mount program), fuse-overlayfs (Debian's /usr/bin/fuse-overlayfs as
 # mount_program) and stratafs (as mount_program), as root and rootless.
 #
-#   scripts/bench-podman.sh [--reps N] [--mode root|rootless|both] [--keep]
-#                           [--user NAME] [-h|--help]
+#   scripts/bench-podman.sh [--reps N] [--mode root|rootless|both] [--base debian|busybox]
+#                           [--keep] [--user NAME] [-h|--help]
 #
 # Run as root on Debian. No container registry is needed (none is reached). The setup is
 # that of scripts/podman-e2e.sh (the functions both source, scripts/podman-common.sh):
@@ -13,9 +13,12 @@
 #   2. builds stratafs (`cargo build --release`, CARGO_TARGET_DIR honoured) unless
 #      STRATAFS_BIN=/path/to/stratafs is set, and copies the binary into the work dir
 #      (where the unprivileged user can execute it);
-#   3. makes a work dir (under $TMPDIR, default /var/tmp), a base image tarball from
-#      Debian's busybox-static package (`apt-get download`, not installed) plus a few
-#      files, and a build context;
+#   3. makes a work dir (under $TMPDIR, default /var/tmp), a base image tarball plus a
+#      few files, and a build context. The base (--base) is a Debian root fs
+#      (`debootstrap --variant=minbase bookworm`, about 6,700 entries; made once and kept
+#      in /var/tmp/stratafs-bench/lower/rootfs, where bench.sh's walk keeps it too; if
+#      debootstrap fails, busybox with a note) or Debian's busybox-static package
+#      (`apt-get download`, not installed: about 450 entries);
 #   4. for each mode (root, then rootless) one private store per setup, each with its
 #      own CONTAINERS_STORAGE_CONF and CONTAINERS_CONF (graphroot/rootless_storage_path,
 #      runroot, tmp_dir, network dir; runc, cgroupfs, events in a file, netns none).
@@ -35,9 +38,11 @@
 #        run    `podman run --rm --network none IMAGE true` (wall time);
 #        build  `podman build --no-cache` of a Containerfile with 5 RUN steps (create,
 #               append to, copy up, rename and delete files and directories) and one
-#               COPY of 300 small files (wall time). After each build (untimed) the
-#               image's layer count and content are checked, then it is removed
-#               (`podman rmi`, `podman image prune -f`).
+#               COPY of 300 small files: 7 layers with the base (wall time). After each
+#               build (untimed) the image's layer count and content are checked, then
+#               it is removed (`podman rmi`, `podman image prune -f`). Builds run with
+#               `--log-level debug`, each log line stamped with the time it came
+#               (PM_STAMP), for the phase table.
 #      A command that fails (or a build whose image is wrong) makes its cell FAIL; the
 #      reasons are listed under the table.
 #   5. always (trap EXIT): `podman system reset -f` of every private store, ends the
@@ -48,15 +53,19 @@
 #
 # Output (stdout): a header (date, kernel, cores, podman and fuse-overlayfs versions,
 # stratafs binary, command), then per mode a table of medians (seconds) with the ratios
-# stratafs/kernel and stratafs/fuse-overlayfs, and the individual times. Progress goes
+# stratafs/kernel and stratafs/fuse-overlayfs, the individual times, and where a build
+# step's time goes: the median of each phase over the timed builds' steps, from podman's
+# debug log (scripts/bench/podman_phases.py). Progress goes
 # to stderr. Exit status 0 iff every timed command succeeded.
 #
 # Options:
 #   --reps N        repetitions (default 5)
 #   --mode M        root, rootless or both (default)
+#   --base B        debian (default) or busybox
 #   --keep          keep the work dir (logs, configs) for inspection
 #   --user NAME     the unprivileged user (default stratafs-e2e, env BENCH_USER)
-# Environment: STRATAFS_BIN=/path skips the build; CARGO_TARGET_DIR is honoured by the
+# Environment: STRATAFS_MOUNTOPT=OPTS has storage.conf give the stratafs stores
+# `mountopt = "OPTS"` (added to every -o); STRATAFS_BIN=/path skips the build; CARGO_TARGET_DIR is honoured by the
 # build; BENCH_TIMEOUT (seconds, default 180) bounds each podman command (builds 4x).
 set -euo pipefail
 
@@ -71,6 +80,8 @@ for a in "$@"; do CMDLINE+=" $(printf '%q' "$a")"; done
 REPS=5
 MODES=both
 KEEP=0
+BASE=debian
+ROOTFS_CACHE=/var/tmp/stratafs-bench/lower/rootfs
 BENCH_USER=${BENCH_USER:-stratafs-e2e}
 T=${BENCH_TIMEOUT:-180}
 IMPLS=(kernel fuse-ovl stratafs)
@@ -83,6 +94,8 @@ while [ $# -gt 0 ]; do
         --reps=*) REPS=${1#*=}; shift ;;
         --mode) MODES=${2:?}; shift 2 ;;
         --mode=*) MODES=${1#*=}; shift ;;
+        --base) BASE=${2:?}; shift 2 ;;
+        --base=*) BASE=${1#*=}; shift ;;
         --keep) KEEP=1; shift ;;
         --user) BENCH_USER=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -90,6 +103,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "--reps: a positive integer" >&2; exit 2; }
+case $BASE in debian|busybox) ;; *) echo "--base: debian or busybox" >&2; exit 2 ;; esac
 case $MODES in root|rootless) ;; both) MODES="root rootless" ;; *) echo "--mode: root, rootless or both" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
 
@@ -124,7 +138,9 @@ select_store() {
 # write_configs: the selected store's config files (runroot $RUNB/r-IMPL); rootless,
 # its dir and XDG_RUNTIME_DIR belong to the user.
 write_configs() {
-    write_store_configs "$SDIR" "$RUNB/r-$IMPL" "$PROG"
+    local mountopt=
+    [ "$IMPL" != stratafs ] || mountopt=${STRATAFS_MOUNTOPT:-}
+    write_store_configs "$SDIR" "$RUNB/r-$IMPL" "$PROG" "$mountopt"
     if [ "$MODE" = rootless ]; then
         mkdir -p "$XDG"
         chmod 0700 "$XDG"
@@ -204,15 +220,52 @@ chmod 0755 "$RUNB"
 [ -n "${STRATAFS_BIN:-}" ] || log "building stratafs (cargo build --release)"
 install_stratafs
 
-# The base image: busybox-static (downloaded, not installed), a minimal /etc, and files
-# that the build appends to (copy-up) or deletes.
-base_tree_start var/lib/app usr/share/data olddir/sub
+# debian_rootfs: ROOTFS_CACHE made (debootstrap, once) unless it is there. Returns 1
+# when debootstrap fails or the cache holds something else (bench.py's fallback copy).
+debian_rootfs() {
+    if [ ! -e "$ROOTFS_CACHE.ok" ]; then
+        command -v debootstrap >/dev/null ||
+            timeout 300 apt-get install -y -qq debootstrap >/dev/null 2>&1 || return 1
+        log "debootstrap --variant=minbase bookworm into $ROOTFS_CACHE (once; a minute or two)"
+        mkdir -p "$(dirname "$ROOTFS_CACHE")"
+        rm -rf "$ROOTFS_CACHE" "$ROOTFS_CACHE.tmp"
+        timeout 900 debootstrap --variant=minbase bookworm "$ROOTFS_CACHE.tmp" \
+            http://deb.debian.org/debian >"$WORK/logs/debootstrap.log" 2>&1 || return 1
+        echo "debootstrap --variant=minbase bookworm" >"$ROOTFS_CACHE.source"
+        mv "$ROOTFS_CACHE.tmp" "$ROOTFS_CACHE"
+        sync
+        touch "$ROOTFS_CACHE.ok"
+    fi
+    grep -q '^debootstrap' "$ROOTFS_CACHE.source" 2>/dev/null
+}
+
+# The base image, with files that the build appends to (copy-up) or deletes: a Debian
+# root fs (its /dev emptied: podman mounts one), or busybox-static (downloaded, not
+# installed) with a minimal /etc.
+EXTRA=(var/lib/app usr/share/data olddir/sub)
+if [ "$BASE" = debian ] && ! debian_rootfs; then
+    log "no Debian root fs (see $WORK/logs/debootstrap.log): the base is busybox"
+    BASE="busybox (debootstrap failed)"
+fi
+if [ "$BASE" = debian ]; then
+    R=$WORK/base
+    cp -a "$ROOTFS_CACHE" "$R"
+    find "$R/dev" -mindepth 1 -delete
+    mkdir -p "${EXTRA[@]/#/$R/}"
+else
+    base_tree_start "${EXTRA[@]}"
+fi
 for i in $(seq 1 100); do echo "config $i" >"$R/var/lib/app/c$i.conf"; done
 for i in $(seq 1 50); do head -c $((i * 97)) /dev/zero | tr '\0' d >"$R/usr/share/data/d$i"; done
 for i in $(seq 1 20); do echo "old $i" >"$R/olddir/o$i"; echo "sub $i" >"$R/olddir/sub/s$i"; done
 head -c 1048576 /dev/urandom >"$R/big.bin"
-base_tree_modes
+if [ "$BASE" = debian ]; then
+    chmod -R u=rwX,go=rX "${EXTRA[@]/#/$R/}" "$R/big.bin"
+else
+    base_tree_modes
+fi
 base_tree_tar
+BASE_DESC="$BASE, $(find "$R" | wc -l) entries, $(du -sm "$R" | cut -f1) MB"
 
 # The build context: 300 small files in 10 dirs, and the Containerfile.
 for d in $(seq 0 9); do
@@ -246,13 +299,14 @@ STRATA_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')
 echo "bench-podman: $(date '+%Y-%m-%d %H:%M:%S %Z')"
 echo "kernel $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), podman $PODMAN_V, runc $(runc --version | awk 'NR==1 {print $3}'), fuse-overlayfs ${FOVL_V:-?}"
 echo "stratafs $SRC_BIN ($("$WORK/bin/stratafs" -V 2>&1 | head -n 1); ${STRATAFS_BIN:+given by STRATAFS_BIN, }repo HEAD now $STRATA_REV)"
+[ -z "${STRATAFS_MOUNTOPT:-}" ] || echo "stratafs stores: mountopt = \"$STRATAFS_MOUNTOPT\""
 echo "command: $CMDLINE   (reps $REPS, interleaved kernel / fuse-ovl / stratafs)"
 echo "run:   podman run --rm --network none localhost/bench-base true"
-echo "build: podman build --no-cache of 5 RUN + 1 COPY (300 files) on localhost/bench-base"
+echo "build: podman build --no-cache of 5 RUN + 1 COPY (300 files) on localhost/bench-base ($BASE_DESC)"
 
 # ---------------------------------------------------------------------------- a mode
 
-declare -A TIMES=() FAILS=() SKIP=()
+declare -A TIMES=() FAILS=() SKIP=() LOGS=()
 REASONS=()
 
 # prepare MODE IMPL: config, podman info, base image, warm-up. Returns 1 (and marks the
@@ -290,13 +344,14 @@ note_unusable() {
     log "   unusable: $1"
 }
 
-# do_build NAME: a timed build ($ELAPSED), then (untimed) its image is checked and
-# removed. Returns 1 with $WHY on failure.
+# do_build NAME: a timed build ($ELAPSED; its stamped debug log in $BUILD_LOG), then
+# (untimed) its image is checked and removed. Returns 1 with $WHY on failure.
 do_build() {
     local name=$1 el why=
-    run_pm "$name" $((T * 4)) build --no-cache --pull=never "${RUNOPTS[@]}" \
-        -f "$WORK/ctx/Containerfile" -t localhost/bench-img:latest "$WORK/ctx"
+    PM_STAMP=1 run_pm "$name" $((T * 4)) --log-level debug build --no-cache --pull=never \
+        "${RUNOPTS[@]}" -f "$WORK/ctx/Containerfile" -t localhost/bench-img:latest "$WORK/ctx"
     el=$ELAPSED
+    BUILD_LOG=$ERR_FILE
     if [ "$RC" != 0 ]; then
         why=$WHY
     else
@@ -321,6 +376,7 @@ record() { # record BENCH: appends $ELAPSED or a failure for the selected store
     local key="$MODE,$1,$IMPL"
     if [ -z "$WHY" ]; then
         TIMES[$key]+="$ELAPSED "
+        [ "$1" != build ] || LOGS[$MODE,$IMPL]+="$IMPL=$BUILD_LOG "
         log "   $1 $IMPL ${ELAPSED}s"
     else
         FAILS[$key]=$((${FAILS[$key]:-0} + 1))
@@ -367,6 +423,16 @@ print_table() {
                 "${FAILS[$mode,$b,$i]:+ (${FAILS[$mode,$b,$i]} failed)}"
         done
     done
+    local logs=()
+    for i in "${IMPLS[@]}"; do
+        # shellcheck disable=SC2206
+        logs+=(${LOGS[$mode,$i]:-})
+    done
+    if [ ${#logs[@]} -gt 0 ]; then
+        echo "  where a build step's time goes (podman's debug log; the diff of a mount"
+        echo "  program's step ends at a whole second or later: containers/storage's naive diff):"
+        python3 "$REPO/scripts/bench/podman_phases.py" "${logs[@]}" || true
+    fi
 }
 
 run_mode() {

@@ -85,13 +85,13 @@ podman_user() {
     done
 }
 
-# write_store_configs DIR RUNROOT [MOUNT_PROGRAM]: a private store in DIR. Writes
-# CONF=DIR/containers.conf (netns none, runc, cgroupfs, events in DIR/events.log,
-# tmp_dir DIR/t, network dir DIR/net) and SCONF=DIR/storage.conf (driver overlay,
-# graphroot and rootless_storage_path GRAPH=DIR/graph, RUNROOT, and the mount_program
-# if one is given), both 0644.
+# write_store_configs DIR RUNROOT [MOUNT_PROGRAM [MOUNTOPT]]: a private store in DIR.
+# Writes CONF=DIR/containers.conf (netns none, runc, cgroupfs, events in
+# DIR/events.log, tmp_dir DIR/t, network dir DIR/net) and SCONF=DIR/storage.conf
+# (driver overlay, graphroot and rootless_storage_path GRAPH=DIR/graph, RUNROOT, and
+# the mount_program and the options storage adds to its -o, if given), both 0644.
 write_store_configs() {
-    local dir=$1 runroot=$2 prog=${3:-}
+    local dir=$1 runroot=$2 prog=${3:-} mountopt=${4:-}
     mkdir -p "$dir"
     CONF=$dir/containers.conf
     SCONF=$dir/storage.conf
@@ -105,6 +105,7 @@ runroot = "$runroot"
 rootless_storage_path = "$GRAPH"
 EOF
     [ -z "$prog" ] || printf '\n[storage.options.overlay]\nmount_program = "%s"\n' "$prog" >>"$SCONF"
+    [ -z "$mountopt" ] || printf 'mountopt = "%s"\n' "$mountopt" >>"$SCONF"
     cat >"$CONF" <<EOF
 [containers]
 netns = "none"
@@ -217,17 +218,31 @@ podman_opts() {
     [ "$MODE" = rootless ] || RUNOPTS+=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 }
 
+# stamp_lines: copies stdin to stdout, each line after the time it came (seconds since
+# the epoch, to the microsecond): podman's own log times are whole seconds.
+stamp_lines() {
+    python3 -c 'import sys, time
+for line in sys.stdin:
+    sys.stdout.write("%.6f %s" % (time.time(), line))'
+}
+
 # run_pm NAME TIMEOUT ARGS...: `pm TIMEOUT ARGS` with its output in OUT, its stderr in
 # ERR_FILE ($WORK/logs/MODE-IMPL-NAME.err), its exit status in RC, its wall time in
 # ELAPSED (seconds, 3 decimals) and in WHY, if it failed, how (with the end of its
-# stderr; empty on success). Returns 0.
+# stderr; empty on success). Returns 0. With PM_STAMP set, each line of ERR_FILE starts
+# with the time it came (stamp_lines, which may still be writing the last lines when
+# this returns).
 run_pm() {
     local name=$1 t=$2 t0 us
     shift 2
     ERR_FILE=$WORK/logs/$MODE-$IMPL-$(echo "$name" | tr -c 'A-Za-z0-9.-' '_').err
     RC=0
     t0=${EPOCHREALTIME/[.,]/}
-    OUT=$(pm "$t" "$@" 2>"$ERR_FILE") || RC=$?
+    if [ -n "${PM_STAMP:-}" ]; then
+        OUT=$(pm "$t" "$@" 2> >(stamp_lines >"$ERR_FILE")) || RC=$?
+    else
+        OUT=$(pm "$t" "$@" 2>"$ERR_FILE") || RC=$?
+    fi
     us=$((${EPOCHREALTIME/[.,]/} - t0))
     printf -v ELAPSED '%d.%03d' $((us / 1000000)) $((us % 1000000 / 1000))
     case $RC in
