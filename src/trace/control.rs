@@ -53,12 +53,24 @@ fn own_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// Removes the socket when the mount ends.
-struct Cleanup(PathBuf);
+/// Removes the socket when the mount ends, unless it is another one by then: device
+/// numbers are reused, and the next mount on this one may have bound its socket at the
+/// same path before this daemon ended.
+struct Cleanup(PathBuf, Option<(u64, u64)>);
+
+/// The device and inode number at `path`.
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.1.is_some() && identity(&self.0) == self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -81,11 +93,12 @@ pub fn listen(dev: &str) -> Option<Serve> {
             return None;
         }
     };
+    let id = identity(&path);
     Some(Box::new(move |ov: Arc<Overlay>| {
         let _ = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || accept(listener, ov));
-        Box::new(Cleanup(path)) as Box<dyn Send>
+        Box::new(Cleanup(path, id)) as Box<dyn Send>
     }))
 }
 
