@@ -130,6 +130,18 @@ pub enum Command {
     Explain(crate::show::ExplainArgs),
     /// Draw the merged tree, each entry marked with the layer it comes from.
     Tree(crate::show::TreeArgs),
+    /// What one FUSE round trip costs here with a server that does nothing (and, given
+    /// a FILE on a mount, what that mount's server adds).
+    Floor {
+        /// A file on a FUSE mount to time the same call on.
+        against: Option<PathBuf>,
+        /// Calls per round.
+        #[arg(long, default_value_t = 20000)]
+        calls: u32,
+        /// Rounds (the two by turns; medians printed).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
 }
 
 const SUBCOMMANDS: &[&str] = &[
@@ -145,6 +157,7 @@ const SUBCOMMANDS: &[&str] = &[
     "stats",
     "explain",
     "tree",
+    "floor",
 ];
 
 /// fuse-overlayfs ignores dash flags it does not know; so do we, before clap sees them.
@@ -258,6 +271,11 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         Some(Command::System { store, cmd }) => crate::image::cmd::system(&store, cmd),
         Some(Command::Explain(a)) => crate::show::explain_cmd(a),
         Some(Command::Tree(a)) => crate::show::tree_cmd(a),
+        Some(Command::Floor {
+            against,
+            calls,
+            rounds,
+        }) => crate::floor::run(against.as_deref(), calls, rounds),
         Some(Command::Trace {
             target,
             json,

@@ -301,6 +301,18 @@ fn raise_readahead(dev: &str) {
 pub type Control<'a> = &'a dyn Fn(&str) -> Option<Serve>;
 pub type Serve = Box<dyn FnOnce(Arc<crate::overlay::Overlay>) -> Box<dyn Send> + Send>;
 
+/// How many threads serve a mount: two per core, at least four (a request that waits,
+/// a copy-up or a second writer waiting for it, must not leave the rest of the mount
+/// without a thread), or `STRATAFS_THREADS`.
+fn default_threads() -> usize {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    std::env::var("STRATAFS_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(threads.max(4))
+}
+
 /// Mounts and serves. Returns once the mount is gone (in the daemon), or never in the
 /// foreground process of a background mount (it exits 0 once the mount is live).
 pub fn run(req: MountRequest, control: Control) -> Result<(), String> {
@@ -325,18 +337,11 @@ pub fn run(req: MountRequest, control: Control) -> Result<(), String> {
             .map_err(|e2| format!("{e}; and through fusermount3: {e2}"))?,
         Err(e) => return Err(e),
     };
-    // Two per core, at least four: a request that waits (a copy-up, a second writer
-    // waiting for it) must not leave the rest of the mount without a thread.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-    let threads = std::env::var("STRATAFS_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(threads.max(4));
+    let threads = default_threads();
     let mut cfg = Config::default();
     cfg.n_threads = Some(threads);
     cfg.clone_fd = can_clone;
-    let fs = StrataFs::new(Arc::new(ov));
+    let fs = StrataFs::new(Arc::new(ov), threads);
     let ov = fs.ov.clone();
     let prefill = fs.prefill.clone();
     let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {

@@ -39,6 +39,8 @@ pub struct StrataFs {
     pub prefill: Arc<crate::prefill::Prefill>,
     /// What walkers will want next (subdirectories, listed files), read ahead.
     prefetch: crate::prefetch::Prefetch,
+    /// How many threads wait for requests.
+    readers: crate::readers::Readers,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -50,8 +52,23 @@ pub(super) fn errno(e: std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// One request being served. Declared first in a handler, it goes last: after the
+/// reply and every lock of the request.
+struct Serving<'a> {
+    timer: Option<crate::stats::Timer<'a>>,
+    readers: &'a crate::readers::Readers,
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        drop(self.timer.take());
+        self.readers.finish();
+    }
+}
+
 impl StrataFs {
-    pub fn new(ov: Arc<Overlay>) -> Self {
+    /// The file system of `ov`, served by `threads` threads.
+    pub fn new(ov: Arc<Overlay>, threads: usize) -> Self {
         let mut means = Means::from_env();
         means.choose_listings(ov.settings.readdirplus, ov.has_upper());
         debug!("means: {means:?}");
@@ -67,13 +84,18 @@ impl StrataFs {
             rdplus,
             prefill,
             prefetch,
+            readers: crate::readers::Readers::new(if means.park { threads } else { 0 }),
         }
     }
 
-    /// Counts the request (kind `op`) when the returned timer goes, and notes its
-    /// caller for the events it causes.
-    fn timer(&self, op: usize, req: &Request) -> crate::stats::Timer<'_> {
-        self.ov.stats.begin(op, req.pid())
+    /// Counts the request (kind `op`) when the returned guard goes, and notes its
+    /// caller for the events it causes; then the thread may park (readers.rs).
+    fn timer(&self, op: usize, req: &Request) -> Serving<'_> {
+        self.readers.start();
+        Serving {
+            timer: Some(self.ov.stats.begin(op, req.pid())),
+            readers: &self.readers,
+        }
     }
 
     /// Open flags of a daemon-served file: its pages stay cached across opens.
