@@ -2,7 +2,7 @@
 //! no work at all, the floor under any FUSE file system's requests.
 //!
 //! It mounts an empty file system (one file; every answer comes from memory) on a
-//! private temporary directory, served by one thread, and
+//! private temporary directory, served by as many threads as a stratafs mount, and
 //! times `getxattr(security.capability)` on its file: a request the kernel never caches,
 //! answered ENODATA. Given a file on another mount, it times the same call there, the
 //! two by turns, and prints the medians; the difference is what that mount's server
@@ -136,9 +136,10 @@ pub fn run(against: Option<&Path>, calls: u32, rounds: u32) -> Result<(), String
     let dir = std::env::temp_dir().join(format!("stratafs-floor.{}", std::process::id()));
     std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut cfg = Config::default();
-    // One thread: no request of it ever waits, and one waiting thread is the fastest
-    // way to serve a lone caller (readers.rs).
-    cfg.n_threads = Some(1);
+    // As many threads as a stratafs mount: here, a lone caller's round trips are
+    // faster with several threads waiting than with one (the kernel hands each request
+    // to the longest waiter), so the floor is taken the way stratafs serves.
+    cfg.n_threads = Some(crate::mount::default_threads());
     cfg.clone_fd = true;
     cfg.mount_options = vec![
         MountOption::FSName("stratafs-floor".into()),

@@ -41,7 +41,6 @@ mod prefill;
 mod procfs;
 mod rdplus;
 mod readdir;
-mod readers;
 mod real_io;
 mod rename;
 mod show;

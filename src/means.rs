@@ -10,8 +10,7 @@
 //! or `STRATAFS_READDIRPLUS=1`), `prefill` (small lower files' pages
 //! handed to the kernel at their first open, prefill.rs), `prefetch` (what walkers
 //! will want next read ahead: subdirectories of a walker that descends, the files of
-//! a listing where callers open what they list, prefetch.rs), `park` (a thread that
-//! ends a request while another waits for the next one parks, readers.rs).
+//! a listing where callers open what they list, prefetch.rs).
 
 use fuser::KernelConfig;
 
@@ -32,10 +31,9 @@ pub struct Means {
     pub readdirplus: crate::rdplus::Mode,
     pub prefill: bool,
     pub prefetch: bool,
-    pub park: bool,
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 11] = [
     "passthrough",
     "negative",
     "keep_cache",
@@ -47,7 +45,6 @@ const NAMES: [&str; 12] = [
     "readdirplus",
     "prefill",
     "prefetch",
-    "park",
 ];
 
 impl Means {
@@ -78,7 +75,6 @@ impl Means {
             readdirplus: Mode::Learn,
             prefill: true,
             prefetch: true,
-            park: true,
         };
         for name in off.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -93,7 +89,6 @@ impl Means {
                 "readdirplus" => m.readdirplus = Mode::Off,
                 "prefill" => m.prefill = false,
                 "prefetch" => m.prefetch = false,
-                "park" => m.park = false,
                 other => log::warn!(
                     "STRATAFS_DISABLE: unknown name {other:?} (known: {})",
                     NAMES.join(", ")

@@ -304,7 +304,7 @@ pub type Serve = Box<dyn FnOnce(Arc<crate::overlay::Overlay>) -> Box<dyn Send> +
 /// How many threads serve a mount: two per core, at least four (a request that waits,
 /// a copy-up or a second writer waiting for it, must not leave the rest of the mount
 /// without a thread), or `STRATAFS_THREADS`.
-fn default_threads() -> usize {
+pub fn default_threads() -> usize {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
     std::env::var("STRATAFS_THREADS")
         .ok()
@@ -341,7 +341,7 @@ pub fn run(req: MountRequest, control: Control) -> Result<(), String> {
     let mut cfg = Config::default();
     cfg.n_threads = Some(threads);
     cfg.clone_fd = can_clone;
-    let fs = StrataFs::new(Arc::new(ov), threads);
+    let fs = StrataFs::new(Arc::new(ov));
     let ov = fs.ov.clone();
     let prefill = fs.prefill.clone();
     let session = match Session::from_fd(fs, dev, SessionACL::All, cfg) {

@@ -39,8 +39,6 @@ pub struct StrataFs {
     pub prefill: Arc<crate::prefill::Prefill>,
     /// What walkers will want next (subdirectories, listed files), read ahead.
     prefetch: crate::prefetch::Prefetch,
-    /// How many threads wait for requests.
-    readers: crate::readers::Readers,
 }
 
 /// The attributes of a negative entry (node id 0).
@@ -52,23 +50,8 @@ pub(super) fn errno(e: std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// One request being served. Declared first in a handler, it goes last: after the
-/// reply and every lock of the request.
-struct Serving<'a> {
-    timer: Option<crate::stats::Timer<'a>>,
-    readers: &'a crate::readers::Readers,
-}
-
-impl Drop for Serving<'_> {
-    fn drop(&mut self) {
-        drop(self.timer.take());
-        self.readers.finish();
-    }
-}
-
 impl StrataFs {
-    /// The file system of `ov`, served by `threads` threads.
-    pub fn new(ov: Arc<Overlay>, threads: usize) -> Self {
+    pub fn new(ov: Arc<Overlay>) -> Self {
         let mut means = Means::from_env();
         means.choose_listings(ov.settings.readdirplus, ov.has_upper());
         debug!("means: {means:?}");
@@ -84,18 +67,13 @@ impl StrataFs {
             rdplus,
             prefill,
             prefetch,
-            readers: crate::readers::Readers::new(if means.park { threads } else { 0 }),
         }
     }
 
-    /// Counts the request (kind `op`) when the returned guard goes, and notes its
-    /// caller for the events it causes; then the thread may park (readers.rs).
-    fn timer(&self, op: usize, req: &Request) -> Serving<'_> {
-        self.readers.start();
-        Serving {
-            timer: Some(self.ov.stats.begin(op, req.pid())),
-            readers: &self.readers,
-        }
+    /// Counts the request (kind `op`) when the returned timer goes, and notes its
+    /// caller for the events it causes.
+    fn timer(&self, op: usize, req: &Request) -> crate::stats::Timer<'_> {
+        self.ov.stats.begin(op, req.pid())
     }
 
     /// Open flags of a daemon-served file: its pages stay cached across opens.
