@@ -35,7 +35,8 @@
 #      run on it fails, that column is skipped with a note.
 #      Each store gets the base image (`podman import`), one untimed warm-up run and
 #      build, then N repetitions, interleaved (kernel, fuse-ovl, stratafs, kernel, ...):
-#        run    `podman run --rm --network none IMAGE true` (wall time);
+#        run    `podman run --rm --network none IMAGE true` (wall time), three times
+#               a repetition (it is short and the machine noisy);
 #        build  `podman build --no-cache` of a Containerfile with 5 RUN steps (create,
 #               append to, copy up, rename and delete files and directories) and one
 #               COPY of 300 small files: 7 layers with the base (wall time). After each
@@ -446,10 +447,12 @@ run_mode() {
     done
     for rep in $(seq 1 "$REPS"); do
         log "-- $mode rep $rep/$REPS"
-        for impl in "${usable[@]+"${usable[@]}"}"; do
-            select_store "$mode" "$impl"
-            run_pm run "$T" run --rm "${RUNOPTS[@]}" localhost/bench-base:latest true
-            record run
+        for k in 1 2 3; do
+            for impl in "${usable[@]+"${usable[@]}"}"; do
+                select_store "$mode" "$impl"
+                run_pm run "$T" run --rm "${RUNOPTS[@]}" localhost/bench-base:latest true
+                record run
+            done
         done
         for impl in "${usable[@]+"${usable[@]}"}"; do
             select_store "$mode" "$impl"
