@@ -51,7 +51,8 @@ Workloads (no WORKLOAD argument = all of them); sizes in brackets are --quick's:
           The result is checked (file count, source gone, sample contents).
   podman  (only when named; not in the default list) podman as root and rootless with
           native kernel overlay, fuse-overlayfs and stratafs as mount_program:
-          `podman run --rm IMAGE true` and a 6-step `podman build --no-cache`, by
+          `podman run --rm IMAGE true` and a 6-step `podman build --no-cache` (7
+          layers) over a Debian minbase, with where each build step's time goes, by
           scripts/bench-podman.sh (installs podman, buildah, runc, uidmap; adds a user)
   image   (only when named) the image tools against podman: import of a 200 MB
           [40 MB], 5-layer docker-archive against `podman load`, and commit of a
