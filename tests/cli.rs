@@ -459,3 +459,36 @@ fn which_names_the_layer_of_each_path() {
         "{text}"
     );
 }
+
+/// `stratafs floor` times an empty FUSE server of its own and a mount's file, by turns,
+/// and leaves nothing behind: its mount is gone and so is its directory.
+#[test]
+fn floor_times_an_empty_server_and_a_mount() {
+    assert_root();
+    let t = TempDir::new("floor");
+    let (l, u, w) = (t.dir("l"), t.dir("u"), t.dir("w"));
+    write(&l.join("f"), "x");
+    let m = Mount::new(&layer_opts(&[&l], Some((&u, &w))), &t.dir("m"));
+    let tmp = t.dir("tmp");
+    let out = std::process::Command::new(BIN)
+        .args(["floor", "--calls", "200", "--rounds", "3"])
+        .arg(m.p("f"))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("a FUSE server that does nothing: "), "{text}");
+    assert!(
+        text.contains(&format!("getxattr on {}: ", m.p("f").display())),
+        "{text}"
+    );
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(tmp.to_str().unwrap()), "{mounts}");
+    m.unmount();
+}
