@@ -497,12 +497,7 @@ fn subdirectories_are_read_ahead_for_a_walker_that_descends() {
 
 /// LOOKUPs the daemon has answered on the mount at `mnt` (its statistics).
 fn lookups(mnt: &std::path::Path, rt: &std::path::Path) -> u64 {
-    let out = std::process::Command::new(BIN)
-        .args(["stats", "--json"])
-        .arg(mnt)
-        .env("STRATAFS_RUNTIME_DIR", rt)
-        .output()
-        .unwrap();
+    let out = stats_output(mnt, rt, &["--json"]);
     assert!(
         out.status.success(),
         "{}",

@@ -246,12 +246,7 @@ fn reads_and_stats_make_no_event() {
         let _ = names(&m.p("d"));
         let _ = fs::read_link(m.p("a")).is_err();
         let _ = get_xattr(&m.p("a"), "user.none");
-        let out = Command::new(BIN)
-            .arg("stats")
-            .arg(&m.mnt)
-            .env("STRATAFS_RUNTIME_DIR", &t.rt)
-            .output()
-            .unwrap();
+        let out = stats_output(&m.mnt, &t.rt, &[]);
         assert!(
             out.status.success(),
             "{}",
@@ -309,12 +304,7 @@ fn the_control_socket_refuses_another_user() {
         );
     }
     // The owner still gets in.
-    let out = Command::new(BIN)
-        .arg("stats")
-        .arg(&t.m.mnt)
-        .env("STRATAFS_RUNTIME_DIR", &t.rt)
-        .output()
-        .unwrap();
+    let out = stats_output(&t.m.mnt, &t.rt, &[]);
     assert!(out.status.success());
 }
 
@@ -334,12 +324,7 @@ fn stats_count_a_known_workload() {
     fs::remove_file(m.p("gone")).unwrap();
     fs::remove_file(m.p("f7")).unwrap();
     fs::create_dir(m.p("newdir")).unwrap();
-    let out = Command::new(BIN)
-        .args(["stats", "--json"])
-        .arg(&m.mnt)
-        .env("STRATAFS_RUNTIME_DIR", &t.rt)
-        .output()
-        .unwrap();
+    let out = stats_output(&m.mnt, &t.rt, &["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -359,12 +344,7 @@ fn stats_count_a_known_workload() {
     assert!(s["nodes"].as_u64().unwrap() >= 10);
     assert!(s["rss_kib"].as_u64().unwrap() > 0);
     // The text form says the same.
-    let out = Command::new(BIN)
-        .arg("stats")
-        .arg(&m.mnt)
-        .env("STRATAFS_RUNTIME_DIR", &t.rt)
-        .output()
-        .unwrap();
+    let out = stats_output(&m.mnt, &t.rt, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("copy-ups: 3") && text.contains("whiteouts          2"),

@@ -98,6 +98,18 @@ pub fn run(args: &[&OsStr]) -> Output {
     wait_output(child, 60)
 }
 
+/// `stratafs stats [ARGS] MNT`, the control sockets in `runtime_dir`: what it printed
+/// and how it exited (callers check what they need).
+pub fn stats_output(mnt: &Path, runtime_dir: impl AsRef<OsStr>, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("stats")
+        .args(args)
+        .arg(mnt)
+        .env("STRATAFS_RUNTIME_DIR", runtime_dir)
+        .output()
+        .unwrap()
+}
+
 /// Collects a child's output, failing the test if it takes longer than `secs`
 /// (a daemon that kept our pipes open would make this hang).
 pub fn wait_output(mut child: std::process::Child, secs: u64) -> Output {
