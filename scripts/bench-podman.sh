@@ -87,7 +87,7 @@ BENCH_USER=${BENCH_USER:-stratafs-e2e}
 T=${BENCH_TIMEOUT:-180}
 IMPLS=(kernel fuse-ovl stratafs)
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -105,8 +105,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "--reps: a positive integer" >&2; exit 2; }
 case $BASE in debian|busybox) ;; *) echo "--base: debian or busybox" >&2; exit 2 ;; esac
-case $MODES in root|rootless) ;; both) MODES="root rootless" ;; *) echo "--mode: root, rootless or both" >&2; exit 2 ;; esac
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+check_modes
 
 setup_fail() { log "bench-podman: $*"; exit 1; }
 

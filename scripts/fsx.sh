@@ -72,7 +72,7 @@ KEEP=0
 
 die() { echo "fsx.sh: $*" >&2; exit 2; }
 log() { printf '%s\n' "$*"; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in

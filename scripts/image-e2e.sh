@@ -89,7 +89,7 @@ KEEP=0
 E2E_USER=${E2E_USER:-stratafs-imge2e}
 T=${E2E_TIMEOUT:-120}
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -101,8 +101,7 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-case $MODES in root|rootless) ;; both) MODES="root rootless" ;; *) echo "--mode: root, rootless or both" >&2; exit 2 ;; esac
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+check_modes
 
 PASSED=0
 FAILED=0

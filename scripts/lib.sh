@@ -10,6 +10,9 @@ release_bin() {
     printf '%s/%s/release/stratafs\n' "${CARGO_TARGET_DIR:-$repo/target}" "$host"
 }
 
+# usage_of SCRIPT: the comment block at the top of SCRIPT (its usage), without the '# '.
+usage_of() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$1"; }
+
 # ---------------------------------------------------------------------------------------
 # Mounting an overlay (stratafs, kernel overlayfs or fuse-overlayfs) and undoing it.
 # Mount points are looked up in /proc/self/mountinfo and never statted: a hung FUSE

@@ -91,7 +91,7 @@ PATTERNS=()
 
 die() { echo "pjdfstest.sh: $*" >&2; exit 2; }
 log() { printf 'pjdfstest.sh: %s\n' "$*" >&2; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in

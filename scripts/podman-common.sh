@@ -63,6 +63,17 @@ install_stratafs() {
     install -m 0755 "$SRC_BIN" "$WORK/bin/stratafs"
 }
 
+# check_modes: MODES (root, rootless or both, from --mode) becomes the list of modes
+# to run; anything else, or not being root, ends the script with status 2.
+check_modes() {
+    case $MODES in
+        root|rootless) ;;
+        both) MODES="root rootless" ;;
+        *) echo "--mode: root, rootless or both" >&2; exit 2 ;;
+    esac
+    [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+}
+
 # podman_user NAME: the unprivileged user NAME, created (useradd, home, own group) if
 # missing, with /etc/subuid and /etc/subgid ranges (65536 ids above every range there,
 # at least from 100000) if it has none. Sets U_NAME, U_UID, U_GID, U_HOME. Returns 1

@@ -94,7 +94,7 @@ KEEP=0
 E2E_USER=${E2E_USER:-stratafs-e2e}
 T=${E2E_TIMEOUT:-180}
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -110,8 +110,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case $IMPL in stratafs|fuse-overlayfs|kernel) ;; *) echo "--impl: stratafs, fuse-overlayfs or kernel" >&2; exit 2 ;; esac
-case $MODES in root|rootless) ;; both) MODES="root rootless" ;; *) echo "--mode: root, rootless or both" >&2; exit 2 ;; esac
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
+check_modes
 RUNS=50
 [ "$QUICK" = 1 ] && RUNS=10
 
