@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -291,6 +290,17 @@ impl Env {
         let (ok, _, err) = self.run(&["system", "gc"], &[]);
         assert!(ok, "gc: {err}");
         assert_eq!(self.snapshot(), before, "gc changed the store");
+    }
+
+    /// The `diff/` of the store's one container layer (the layer with a `merged/`).
+    fn mounted_container_diff(&self) -> PathBuf {
+        fs::read_dir(self.store.join("overlay2"))
+            .unwrap()
+            .filter_map(|d| d.ok())
+            .map(|d| d.path())
+            .find(|p| p.join("merged").is_dir())
+            .unwrap()
+            .join("diff")
     }
 
     fn diff_dir_of(&self, image: &str, layer_no: usize) -> PathBuf {
@@ -847,15 +857,8 @@ fn kill_9_during_import_and_commit_leaves_the_store_as_before_or_after() {
     assert!(ok, "{err}");
     let (ok, out, err) = e.run(&["image", "inspect", "big:1"], &[]);
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let _ = v;
-    let upper = fs::read_dir(e.store.join("overlay2"))
-        .unwrap()
-        .filter_map(|d| d.ok())
-        .map(|d| d.path())
-        .find(|p| p.join("merged").is_dir())
-        .unwrap()
-        .join("diff");
+    let _: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let upper = e.mounted_container_diff();
     let mut f = fs::File::create(upper.join("change")).unwrap();
     let chunk = vec![0x42u8; 1 << 20];
     for _ in 0..64 {
@@ -879,7 +882,6 @@ fn kill_9_during_import_and_commit_leaves_the_store_as_before_or_after() {
         .1
         .contains("localhost/committed"));
     e.outside_untouched();
-    let _ = OsStr::new("");
 }
 
 #[test]
@@ -888,13 +890,7 @@ fn commit_with_a_timestamp_is_reproducible_and_equal_layers_are_kept_once() {
     let e = Env::with_base("img-repro");
     let (ok, _, err) = e.run(&["container", "create", "t:1", "--name", "c"], &[]);
     assert!(ok, "{err}");
-    let upper = fs::read_dir(e.store.join("overlay2"))
-        .unwrap()
-        .filter_map(|d| d.ok())
-        .map(|d| d.path())
-        .find(|p| p.join("merged").is_dir())
-        .unwrap()
-        .join("diff");
+    let upper = e.mounted_container_diff();
     fs::create_dir(upper.join("etc")).unwrap();
     fs::write(upper.join("etc/motd"), "changed\n").unwrap();
     let mut ids = Vec::new();
